@@ -1,0 +1,343 @@
+"""The SSE transport, through django-eventstream, with the op log as its storage.
+
+The event id is the seq (django-eventstream writes it as ``<channel>:<seq>``), so the
+browser's ``Last-Event-ID`` resumes from the log; a position the log cannot serve gets
+django-eventstream's ``stream-reset``. Live events come from the process's hub: while a
+stream has SSE readers in this process, one tap hands each batch to django-eventstream's
+listeners. Settings (docs/quickstart.md)::
+
+    EVENTSTREAM_STORAGE_CLASS = "syncapp.sse.OpLogStorage"
+    EVENTSTREAM_CHANNELMANAGER_CLASS = "syncapp.sse.ChannelManager"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator
+from functools import lru_cache
+from typing import Any
+from urllib.parse import unquote
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser
+from django.http import HttpRequest, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+from django.utils.module_loading import import_string
+from django_eventstream.channelmanager import DefaultChannelManager
+from django_eventstream.event import Event
+from django_eventstream.storage import EventDoesNotExist, StorageBase
+from django_eventstream.utils import make_id, sse_encode_event
+from django_eventstream.views import events, get_listener_manager
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.request import Request
+
+from syncapp import encoding, oplog, permissions
+from syncapp.api.renderers import MsgspecJSONRenderer
+from syncapp.api.views import ERRORS, STREAM_PARAM, AsyncSyncAPIView
+from syncapp.conf import conf
+from syncapp.exceptions import InvalidInput, ResetRequired
+from syncapp.hub import Batch, Hub, get_hub
+
+logger = logging.getLogger("syncapp.sse")
+
+PREFIX = "syncapp:"
+EVENT_TYPE = "message"
+_LAST_ID = re.compile(r"^[0-9]{1,19}$")
+_EVENT_ID = re.compile(r"^event: (message|stream-reset)\nid: \S*:([0-9]+)$", re.MULTILINE)
+_EPOCH = re.compile(r'^data: \{"stream":"[^"]*","epoch":"([^"]*)"', re.MULTILINE)
+
+
+def channel_for(stream: str) -> str:
+    """The django-eventstream channel of a stream."""
+    return PREFIX + stream
+
+
+def stream_of(channel: str) -> str | None:
+    """The stream of a syncapp channel; None for other channels."""
+    return channel[len(PREFIX) :] if channel.startswith(PREFIX) else None
+
+
+@lru_cache(maxsize=1)
+def _fallback(path: str | None) -> StorageBase | None:
+    return import_string(path)() if path else None
+
+
+class OpLogStorage(StorageBase):  # type: ignore[misc]
+    """django-eventstream storage that reads syncapp channels from the op log; other
+    channels go to ``SYNCAPP["SSE_FALLBACK_STORAGE"]`` if set."""
+
+    def append_event(self, channel: str, event_type: str, data: Any) -> Event:
+        if stream_of(channel) is None and (fallback := _fallback(conf.SSE_FALLBACK_STORAGE)):
+            return fallback.append_event(channel, event_type, data)
+        raise TypeError(
+            f"{channel}: syncapp streams are written through the ORM, not send_event()."
+        )
+
+    def get_events(self, channel: str, last_id: int, limit: int = 100) -> list[Event]:
+        stream = stream_of(channel)
+        if stream is None:
+            fallback = _fallback(conf.SSE_FALLBACK_STORAGE)
+            return fallback.get_events(channel, last_id, limit) if fallback else []
+        try:
+            page = oplog.read(stream, epoch=None, after=last_id, limit=limit)
+        except ResetRequired as exc:
+            head = oplog.head_of(stream).head
+            raise EventDoesNotExist(f"Cannot resume {stream}: {exc.reason}", head) from exc
+        except InvalidInput as exc:
+            raise EventDoesNotExist(exc.message, oplog.head_of(stream).head) from exc
+        return [
+            Event(channel, EVENT_TYPE, encoding.encode_op(op, page.stream, page.epoch), id=op.seq)
+            for op in page.ops
+        ]
+
+    def get_current_id(self, channel: str) -> int:
+        stream = stream_of(channel)
+        if stream is None:
+            fallback = _fallback(conf.SSE_FALLBACK_STORAGE)
+            return fallback.get_current_id(channel) if fallback else 0
+        return oplog.head_of(stream).head
+
+
+class ChannelManager(DefaultChannelManager):  # type: ignore[misc]
+    """Who may read a syncapp channel: the permission hook, as everywhere else."""
+
+    def can_read_channel(self, user: Any, channel: str) -> bool:
+        stream = stream_of(channel)
+        if stream is None:
+            return bool(super().can_read_channel(user, channel))
+        return permissions.get_permission().can_read(user or AnonymousUser(), stream)
+
+    def is_channel_reliable(self, channel: str) -> bool:
+        return stream_of(channel) is not None or bool(super().is_channel_reliable(channel))
+
+
+class Tap:
+    """The one hub listener per stream and process that feeds django-eventstream."""
+
+    def __init__(self, hub: Hub, stream: str) -> None:
+        self.hub = hub
+        self.stream = stream
+        self.channel = channel_for(stream)
+        self.readers = 0
+        self._following: asyncio.Task[Any] | None = None
+
+    async def follow(self) -> None:
+        """Attach to the stream's feed, once for all of this process's readers."""
+        if self._following is None:
+            self._following = self.hub.spawn(self.hub.follow(self.stream, self))
+        following = self._following
+        try:
+            await asyncio.shield(following)
+        except Exception:
+            if self._following is following:
+                self._following = None  # the next reader tries again
+            raise
+
+    def deliver(self, batch: Batch) -> None:
+        manager = get_listener_manager()
+        for seq, text in zip(range(batch.first, batch.last + 1), batch.ops, strict=True):
+            manager.add_to_queues(self.channel, Event(self.channel, EVENT_TYPE, text, id=seq))
+
+    def reset(self, epoch: str, reason: str) -> None:
+        # The history was reset (or trimmed past the feed): follow the stream afresh. A
+        # reader that meets an op of the new epoch is sent a reset and closed (_once).
+        self._following = None
+        if self.readers:
+            self.hub.spawn(self.follow())
+
+    def recheck(self, user_id: Any) -> None:
+        self.hub.spawn(self._recheck(user_id))
+
+    def presence(self, frame: str) -> None:
+        pass  # presence is a WebSocket feature
+
+    async def _recheck(self, user_id: Any) -> None:
+        denied = await self.hub.run_db(_denied_readers, self.stream, user_id)
+        manager = get_listener_manager()
+        for reader in denied:
+            manager.kick(reader, self.channel)
+
+
+def _denied_readers(stream: str, user_id: Any) -> list[Any]:
+    """The ids, among those reading ``stream`` here, whose access the hook now refuses."""
+    manager = get_listener_manager()
+    channel = channel_for(stream)
+    with manager.lock:
+        readers = {listener.user_id for listener in manager.listeners_by_channel.get(channel, ())}
+    if user_id is not None:
+        readers = {reader for reader in readers if str(reader) == user_id}
+    permission = permissions.get_permission()
+    users = get_user_model()._default_manager.in_bulk(r for r in readers if r != "anonymous")
+    denied = []
+    for reader in readers:
+        user = AnonymousUser() if reader == "anonymous" else users.get(reader)
+        if user is None or not permission.can_read(user, stream):
+            denied.append(reader)
+    return denied
+
+
+_taps: dict[tuple[Hub, str], Tap] = {}
+
+
+async def _after_reset(body: AsyncIterator[Any], channel: str, head: int) -> AsyncIterator[Any]:
+    """django-eventstream's own ``stream-reset`` event after its opening, then ``body``."""
+    reset = _reset_event(channel, head)
+    first = True
+    async for chunk in body:
+        if first:
+            first = False
+            chunk = (chunk.decode() if isinstance(chunk, bytes) else chunk) + reset
+        yield chunk
+
+
+async def _once(
+    body: AsyncIterator[Any], channel: str, epoch: str, after: int
+) -> AsyncIterator[Any]:
+    """``body`` without the events it repeats, and ended by a reset at a new epoch.
+
+    When an event arrives while django-eventstream reads its storage, it throws the
+    queue away and reads again from the position the request started at, so it sends
+    what it sent already (its own FIXME). Ops carry their seq in the event id, so the
+    repeats are dropped here and every op goes out once, in order.
+
+    SSE ids carry no epoch: after the stream's history is reset, django-eventstream
+    would go on from its old position in the new history. The first op of another epoch
+    ends the response with a ``stream-reset`` (django-eventstream's own event) instead:
+    the client loads a snapshot and reconnects from it.
+    """
+    last = after
+    async for chunk in body:
+        text = chunk.decode() if isinstance(chunk, bytes) else str(chunk)
+        kept = []
+        for block in text.split("\n\n"):
+            match = _EVENT_ID.search(block)
+            if match is not None:
+                seq = int(match[2])
+                if match[1] == "stream-reset":
+                    last = seq  # the stream restarts at the head
+                elif (found := _EPOCH.search(block)) is not None and found[1] != epoch:
+                    kept.append(_reset_event(channel, 0).rstrip("\n"))
+                    yield "\n\n".join(kept).encode() + b"\n\n"
+                    return
+                elif seq <= last:
+                    continue
+                else:
+                    last = seq
+            kept.append(block)
+        out = "\n\n".join(kept)
+        if out.strip():
+            yield out.encode()
+
+
+def _reset_event(channel: str, seq: int) -> str:
+    return str(
+        sse_encode_event(
+            "stream-reset",
+            {"channels": [channel]},
+            event_id=make_id({channel: seq}),
+            json_encode=True,
+        )
+    )
+
+
+async def _tapped(stream: str, body: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """``body`` with this process's tap on ``stream`` held open while it streams."""
+    hub = await get_hub()
+    tap = _taps.get((hub, stream))
+    if tap is None:
+        tap = _taps[(hub, stream)] = Tap(hub, stream)
+    tap.readers += 1
+    try:
+        await tap.follow()
+        async for chunk in body:
+            yield chunk
+    finally:
+        tap.readers -= 1
+        if tap.readers == 0:
+            hub.unfollow(stream, tap)
+            if _taps.get((hub, stream)) is tap:
+                del _taps[(hub, stream)]
+
+
+def _position(request: HttpRequest, channel: str) -> int | None:
+    """The seq the request resumes after, if it names one for ``channel``.
+
+    django-eventstream fails mid-stream on ids like ``<channel>:abc``: they are refused
+    here instead, with :class:`InvalidInput`.
+    """
+    value = request.headers.get("Last-Event-ID") or request.GET.get("lastEventId") or ""
+    found: list[int] = []
+    for part in filter(None, value.split(",")):
+        name, _, last = part.rpartition(":")
+        if unquote(name) == channel:
+            if not _LAST_ID.match(last.strip()):
+                raise InvalidInput(
+                    "Last-Event-ID must be <channel>:<seq>.", code="invalid_position"
+                )
+            found.append(int(last))
+    if len(found) > 1:
+        raise InvalidInput("Last-Event-ID names the stream twice.", code="invalid_position")
+    return found[0] if found else None
+
+
+class EventStreamRenderer(MsgspecJSONRenderer):
+    """Lets ``Accept: text/event-stream`` through content negotiation; errors stay JSON."""
+
+    media_type = "text/event-stream"
+    format = "sse"
+
+
+class EventsView(AsyncSyncAPIView):
+    """``GET <prefix>api/streams/<stream>/events/``: the stream's ops as Server-Sent Events."""
+
+    renderer_classes = [MsgspecJSONRenderer, EventStreamRenderer]
+
+    @extend_schema(
+        operation_id="sync_events",
+        parameters=[
+            STREAM_PARAM,
+            OpenApiParameter(
+                "Last-Event-ID",
+                str,
+                OpenApiParameter.HEADER,
+                description="<channel>:<seq>, as the last event's id; resumes after it.",
+            ),
+            OpenApiParameter(
+                "lastEventId", str, description="The same, for clients that cannot set the header."
+            ),
+        ],
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(
+                OpenApiTypes.STR,
+                description="Events named `message`, each one op as JSON; "
+                "`stream-reset` when the position cannot be resumed.",
+            ),
+            **ERRORS,
+        },
+    )
+    async def get(self, request: Request, stream: str) -> HttpResponseBase:
+        oplog.validate_stream_name(stream)
+        await sync_to_async(permissions.check_read)(request.user, stream)
+        channel = channel_for(stream)
+        http = request._request
+        after = _position(http, channel)
+        head = await sync_to_async(oplog.head_of)(stream)
+        reset = after is not None and not (head.oldest_seq - 1 <= after <= head.head)
+        if after is None or reset:
+            # Start at the head, and say so: left to itself, django-eventstream would
+            # re-read from the request's position when an op arrives while it reads, and
+            # skip that op (no position) or reset a second time (an unresumable one).
+            after = head.head
+        # What django-eventstream parses is exactly the position checked here.
+        http.META["HTTP_LAST_EVENT_ID"] = make_id({channel: after})
+        response = await sync_to_async(events)(http, channels=[channel])
+        if isinstance(response, StreamingHttpResponse) and response.is_async:
+            body: AsyncIterator[Any] = aiter(response.streaming_content)  # type: ignore[arg-type]
+            if reset:
+                body = _after_reset(body, channel, after)
+            response.streaming_content = _tapped(stream, _once(body, channel, head.epoch, after))
+        return response  # type: ignore[no-any-return]

@@ -1,0 +1,197 @@
+"""Invariant 7: idempotency keys per owner, with stored results, mismatch and in-progress."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import timedelta
+
+import msgspec
+import pytest
+from django.contrib.auth.models import AnonymousUser
+from django.db import connections
+from django.utils import timezone
+
+from syncapp import idempotency, mutations
+from syncapp.models import IdempotencyRecord, Op
+from syncapp.protocol import fingerprint
+from tests.helpers import mutation
+
+pytestmark = pytest.mark.django_db
+
+
+def board_create(name="b", pk=None, **kwargs):
+    return mutation(
+        stream="boards",
+        model="testapp.board",
+        pk=pk or str(uuid.uuid4()),
+        op="create",
+        fields={"name": name},
+        **kwargs,
+    )
+
+
+def apply(m, user, client_id="c1"):
+    return mutations.apply_one(m, user=user, client_id=client_id, source="test")
+
+
+def test_retry_gets_the_stored_result_and_makes_no_second_op(user):
+    m = board_create()
+    first = apply(m, user)
+    again = apply(m, user)
+    assert again == first
+    assert Op.objects.count() == 1
+
+
+def test_retry_with_reordered_fields_is_the_same_payload(user):
+    m = mutation(
+        stream="boards",
+        model="testapp.board",
+        pk=str(uuid.uuid4()),
+        op="create",
+        fields={"name": "x", "public": False},
+    )
+    reordered = msgspec.structs.replace(m, fields={"public": False, "name": "x"})
+    assert fingerprint(m) == fingerprint(reordered)
+    apply(m, user)
+    assert apply(reordered, user).status == "applied"
+    assert Op.objects.count() == 1
+
+
+def test_rejections_are_stored_too(user):
+    m = mutation(
+        stream="boards",
+        model="testapp.board",
+        pk=str(uuid.uuid4()),
+        op="create",
+        fields={"name": "x" * 101},
+    )
+    first = apply(m, user)
+    assert first.error.code == "validation_failed"
+    assert apply(m, user) == first
+
+
+def test_same_id_with_another_payload_is_a_mismatch(user):
+    m = board_create("one")
+    apply(m, user)
+    other = msgspec.structs.replace(m, fields={"name": "two"})
+    result = apply(other, user)
+    assert (result.status, result.error.code, result.error.retry) == (
+        "rejected",
+        "idempotency_mismatch",
+        False,
+    )
+    assert Op.objects.count() == 1
+
+
+def test_another_users_id_reveals_nothing(user, other_user):
+    m = board_create("mine")
+    apply(m, user)
+    theirs = msgspec.structs.replace(m, pk=str(uuid.uuid4()), fields={"name": "theirs"})
+    result = apply(theirs, other_user)
+    assert result.status == "applied"
+    assert result.object.fields["name"] == "theirs"
+    assert IdempotencyRecord.objects.filter(key=m.id).count() == 2
+
+
+def test_anonymous_owners_are_their_clients():
+    anonymous = AnonymousUser()
+    m = mutation(
+        stream="public:boards",
+        model="testapp.board",
+        pk=str(uuid.uuid4()),
+        op="create",
+        fields={"name": "a", "public": True},
+    )
+    apply(m, anonymous, "tab-a")
+    other = msgspec.structs.replace(m, pk=str(uuid.uuid4()))
+    assert apply(other, anonymous, "tab-b").status == "applied"
+    assert set(IdempotencyRecord.objects.values_list("owner", flat=True)) == {
+        "client:tab-a",
+        "client:tab-b",
+    }
+
+
+def in_progress_record(user, m, started_at):
+    return IdempotencyRecord.objects.create(
+        owner=f"user:{user.pk}",
+        key=m.id,
+        fingerprint=fingerprint(m),
+        status=IdempotencyRecord.Status.IN_PROGRESS,
+        lease=uuid.uuid4(),
+        created_at=started_at,
+        started_at=started_at,
+    )
+
+
+def test_retry_while_the_first_attempt_runs_is_in_progress(user):
+    m = board_create()
+    in_progress_record(user, m, timezone.now())
+    result = apply(m, user)
+    assert (result.status, result.error.code, result.error.retry) == (
+        "rejected",
+        "in_progress",
+        True,
+    )
+    assert not Op.objects.exists()
+
+
+def test_attempt_whose_lease_ran_out_is_taken_over(user):
+    m = board_create()
+    in_progress_record(user, m, timezone.now() - timedelta(minutes=5))
+    result = apply(m, user)
+    assert result.status == "applied"
+    record = IdempotencyRecord.objects.get()
+    assert record.status == "done"
+
+
+def test_an_attempt_that_lost_its_lease_cannot_finish(user):
+    m = board_create()
+    claim = idempotency.claim(f"user:{user.pk}", m.id, fingerprint(m), "default")
+    IdempotencyRecord.objects.update(lease=uuid.uuid4())  # taken over by another attempt
+    with pytest.raises(idempotency.LeaseLost):
+        idempotency.hold(claim, "default")
+
+
+def test_expire_deletes_records_past_the_ttl(user, settings):
+    settings.SYNCAPP = {**settings.SYNCAPP, "IDEMPOTENCY_TTL": 3600}
+    apply(board_create("old"), user)
+    apply(board_create("new"), user)
+    IdempotencyRecord.objects.filter(result__object__fields__name="old").update(
+        created_at=timezone.now() - timedelta(hours=2)
+    )
+    assert idempotency.expire() == 1
+    assert IdempotencyRecord.objects.count() == 1
+
+
+@pytest.mark.postgresql
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_retries_apply_exactly_once(django_user_model):
+    user = django_user_model.objects.create_user("racer")
+    m = board_create()
+    barrier = threading.Barrier(6)
+    results = []
+    errors: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            barrier.wait(10)
+            results.append(apply(m, user))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=attempt) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert Op.objects.count() == 1
+    applied = [r for r in results if r.status == "applied"]
+    waiting = [r for r in results if r.status == "rejected"]
+    assert applied
+    assert all(r == applied[0] for r in applied)
+    assert all(r.error.code == "in_progress" and r.error.retry for r in waiting)
+    assert apply(m, user) == applied[0]
