@@ -1,0 +1,245 @@
+"""sync-client.js in Chromium against a real daphne: transports and their fallbacks,
+heartbeats, a server restart, and one connection shared by the tabs of an origin.
+
+Each test drives the client on a blank page of the demo's origin (so cookies, CSRF and
+same-origin WebSockets are real), and writes through another client or the server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import pytest
+from playwright.async_api import BrowserContext, Page, WebSocketRoute
+
+from tests.browser.conftest import Login, NewContext
+from tests.browser.servers import DemoServer
+
+BLANK = "/accounts/login/"
+
+# Starts a client on the page as window.t: {client, handle, log, stream, list}.
+START = """
+async ({options, wantStream}) => {
+  const { SyncClient } = await import('/static/syncapp/sync-client.js');
+  const lists = await (await fetch('/sync/api/streams/todos.lists/snapshot/')).json();
+  const list = lists.objects.find((o) => o.fields.name === 'Groceries').pk;
+  const stream = wantStream ?? ('todos.list:' + list);
+  const client = new SyncClient({ url: '/sync/', ...options });
+  const log = [];
+  client.on('status', (s) => log.push(s));
+  const handle = client.stream(stream);
+  window.t = { client, handle, log, stream, list };
+  await client.start();
+  return { stream, list };
+}
+"""
+
+TITLES = "() => window.t.handle.objects('todos.todo').map((o) => o.fields.title)"
+
+
+async def blank_page(context: BrowserContext, login: Login | None = None) -> Page:
+    """A page of the demo's origin without a client of its own: the login page, which
+    renders for signed-in users too. (A page made up with ``route.fulfill`` would not do:
+    Chromium's local network access checks refuse its WebSockets to 127.0.0.1.)"""
+    page = await context.new_page()
+    if login is not None:
+        await login(page, "alice")
+    await page.goto(BLANK)
+    return page
+
+
+async def start(page: Page, **options: Any) -> dict[str, str]:
+    result: dict[str, str] = await page.evaluate(START, {"options": options, "wantStream": None})
+    return result
+
+
+async def wait_state(page: Page, state: str, transport: str | None = None) -> None:
+    await page.wait_for_function(
+        "([state, transport]) => window.t && window.t.client.state === state"
+        " && (transport === null || window.t.client.transport === transport)",
+        arg=[state, transport],
+    )
+
+
+async def wait_title(page: Page, title: str, timeout: float = 15000) -> None:
+    await page.wait_for_function(
+        f"(title) => ({TITLES})().includes(title)", arg=title, timeout=timeout
+    )
+
+
+async def create_todo(page: Page, title: str) -> dict[str, Any]:
+    """Create a todo through this page's client; returns the result."""
+    result: dict[str, Any] = await page.evaluate(
+        """(title) => window.t.client.create(window.t.stream, 'todos.todo', crypto.randomUUID(),
+             {list: window.t.list, title, completed: false, order: 'n' + Date.now()})""",
+        title,
+    )
+    return result
+
+
+async def writer(new_context: NewContext, login: Login) -> Page:
+    page = await blank_page(await new_context(), login)
+    await start(page, persist=False)
+    await wait_state(page, "live", "websocket")
+    return page
+
+
+@pytest.mark.parametrize(
+    ("blocked", "expected"),
+    [((), "websocket"), (("websocket",), "sse"), (("websocket", "sse"), "longpoll")],
+)
+async def test_falls_back_when_transports_are_blocked_and_keeps_syncing(
+    new_context: NewContext, login: Login, blocked: tuple[str, ...], expected: str
+) -> None:
+    context = await new_context()
+    if "websocket" in blocked:
+        await context.route_web_socket("**/sync/ws/**", lambda ws: ws.close())
+    if "sse" in blocked:
+        await context.route("**/events/**", lambda route: route.abort())
+    page = await blank_page(context, login)
+    await start(page, persist=False)
+    await wait_state(page, "live", expected)
+
+    other = await writer(new_context, login)
+    title = f"from the other user via {expected} {uuid.uuid4().hex[:6]}"
+    await create_todo(other, title)
+    await wait_title(page, title)
+
+    # And this page's own edits go through the fallback too.
+    mine = f"mine via {expected} {uuid.uuid4().hex[:6]}"
+    result = await create_todo(page, mine)
+    assert result["status"] == "applied"
+    await wait_title(other, mine)
+
+
+async def test_a_dead_connection_is_noticed_within_two_heartbeats(
+    new_context: NewContext, login: Login
+) -> None:
+    context = await new_context()
+    routes: list[WebSocketRoute] = []
+    mute = {"on": False}
+
+    def handler(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+        # Forward the server's frames until the test mutes it: a half-dead connection
+        # the browser still thinks is open.
+        server.on_message(lambda message: None if mute["on"] else ws.send(message))
+        routes.append(ws)
+
+    await context.route_web_socket("**/sync/ws/**", handler)
+    page = await blank_page(context, login)
+    await start(page, persist=False, heartbeatMs=500)
+    await wait_state(page, "live", "websocket")
+    mute["on"] = True
+    muted_at = time.monotonic()
+    await page.wait_for_function("() => window.t.client.state !== 'live'", timeout=5000)
+    noticed = time.monotonic() - muted_at
+    print(f"dead connection noticed after {noticed * 1000:.0f} ms (heartbeat 500 ms)")
+    mute["on"] = False
+    await wait_state(page, "live", "websocket")
+    assert len(routes) >= 2
+
+
+async def test_a_server_restart_loses_nothing(
+    new_context: NewContext, login: Login, demo_server: DemoServer
+) -> None:
+    page = await blank_page(await new_context(), login)
+    info = await start(page, persist=False, backoff={"baseMs": 200, "capMs": 1000})
+    await wait_state(page, "live", "websocket")
+    before = await create_todo(page, "before the restart")
+    assert before["status"] == "applied"
+
+    await asyncio.to_thread(demo_server.stop)
+    await page.wait_for_function("() => window.t.client.state !== 'live'")
+    # Written while the server is down: the page must get them when it resumes.
+    titles = [f"while down {n}" for n in range(3)]
+    script = (
+        "from demo_project.todos.models import Todo;"
+        f"[Todo.objects.create(list_id={info['list']!r}, title=t, order='z'+str(i))"
+        f" for i, t in enumerate({titles!r})]"
+    )
+    await asyncio.to_thread(demo_server.manage, "shell", "-c", script)
+    await asyncio.to_thread(demo_server.start)
+    await wait_state(page, "live", "websocket")
+    for title in titles:
+        await wait_title(page, title)
+    after = await create_todo(page, "after the restart")
+    assert after["status"] == "applied"
+
+    # Exactly what the log has, in its order, each op once.
+    seqs = [
+        row[0]
+        for row in demo_server.sql(
+            "select o.seq from syncapp_op o join syncapp_stream s on s.id = o.stream_id"
+            " where s.name = ? order by o.seq",
+            (info["stream"],),
+        )
+    ]
+    position = await page.evaluate("() => window.t.handle.position")
+    assert position["seq"] == seqs[-1]
+    server_titles = {
+        row[0]
+        for row in demo_server.sql(
+            "select title from todos_todo where list_id = ?", (info["list"].replace("-", ""),)
+        )
+    }
+    assert set(await page.evaluate(TITLES)) == server_titles
+
+
+async def test_tabs_share_one_websocket_and_hand_over_when_the_leader_closes(
+    new_context: NewContext, login: Login
+) -> None:
+    context = await new_context()
+    sockets: list[str] = []
+    first = await blank_page(context, login)
+    first.on("websocket", lambda ws: sockets.append("first"))
+    await start(first, persist=False)
+    await wait_state(first, "live", "websocket")
+
+    second = await context.new_page()
+    second.on("websocket", lambda ws: sockets.append("second"))
+    await second.goto(BLANK)
+    await start(second, persist=False)
+    await wait_state(second, "live", "websocket")  # the leader's status, shared
+    assert await first.evaluate("() => window.t.client.isLeader")
+    assert not await second.evaluate("() => window.t.client.isLeader")
+    assert sockets == ["first"]
+
+    # A follower's edit goes through the leader's socket; both tabs see it.
+    result = await create_todo(second, "made in the second tab")
+    assert result["status"] == "applied"
+    await wait_title(first, "made in the second tab")
+
+    await first.close()
+    await second.wait_for_function("() => window.t.client.isLeader")
+    await wait_state(second, "live", "websocket")
+    assert sockets == ["first", "second"]
+    result = await create_todo(second, "after the handover")
+    assert result["status"] == "applied"
+    await wait_title(second, "after the handover")
+
+
+async def test_bad_input_is_refused_before_it_is_queued(
+    new_context: NewContext, login: Login
+) -> None:
+    page = await blank_page(await new_context(), login)
+    await start(page, persist=False)
+    errors = await page.evaluate(
+        """() => {
+          const attempts = [
+            {model: 'todos.todo', pk: 'x', op: 'update'},
+            {stream: window.t.stream, model: 'todos.todo', op: 'update'},
+            {stream: window.t.stream, model: 'todos.todo', pk: 'x', op: 'upsert'},
+          ];
+          return attempts.map((m) => { try { window.t.client.mutate(m); return null; }
+                                        catch (e) { return e.name + ': ' + e.message; } });
+        }"""
+    )
+    assert errors == [
+        "TypeError: mutation.stream must be a non-empty string",
+        "TypeError: mutation.pk is required: clients choose the keys of what they create",
+        'TypeError: unknown op "upsert"',
+    ]
+    assert await page.evaluate("() => window.t.client.pendingCount") == 0

@@ -1,0 +1,1 @@
+"""The browser client's JavaScript unit tests (run in node here, in Chromium by tests/browser)."""
