@@ -12,7 +12,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo_project.settings")
 django_asgi = get_asgi_application()
 if settings.DEBUG:
     # Plain `daphne demo_project.asgi:application` serves /static/ too, as runserver does.
-    django_asgi = ASGIStaticFilesHandler(django_asgi)  # type: ignore[assignment]
+    django_asgi = ASGIStaticFilesHandler(django_asgi)
 
 from syncapp.routing import websocket_application  # noqa: E402  (needs Django set up)
 

@@ -41,18 +41,22 @@ def test_demo_command_creates_users_and_a_list_and_prints_logins():
         "bob",
     }
     assert get_user_model().objects.get(username="demo").check_password("demo")
-    todo_list = TodoList.objects.get()
+    assert list(TodoList.objects.values_list("name", flat=True)) == ["Groceries", "Weekend"]
+    todo_list = TodoList.objects.get(name="Groceries")
     assert list(todo_list.todos.values_list("title", flat=True)) == ["Milk", "Bread", "Coffee"]
     snap = oplog.snapshot(f"todos.list:{todo_list.pk}")
     assert len(snap.objects) == 3
+    weekend = TodoList.objects.get(name="Weekend")
+    assert weekend.todos.count() == 2
+    assert len(oplog.snapshot("todos.lists").objects) == 2
 
 
 @pytest.mark.django_db
 def test_demo_command_is_idempotent():
     call_command("demo", stdout=StringIO())
     call_command("demo", stdout=StringIO())
-    assert TodoList.objects.count() == 1
-    assert Todo.objects.count() == 3
+    assert TodoList.objects.count() == 2
+    assert Todo.objects.count() == 5
 
 
 @pytest.mark.django_db

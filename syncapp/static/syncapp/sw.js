@@ -17,8 +17,13 @@ self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim(
 self.addEventListener("message", (event) => {
   const data = event.data ?? {};
   if (data.type === "syncapp-config") {
+    const { shell = [], ...config } = data;
     event.waitUntil(
-      caches.open(CONFIG).then((cache) => cache.put(CONFIG_KEY, new Response(JSON.stringify(data), { headers: { "Content-Type": "application/json" } }))),
+      Promise.all([
+        caches.open(CONFIG).then((cache) => cache.put(CONFIG_KEY, new Response(JSON.stringify(config), { headers: { "Content-Type": "application/json" } }))),
+        // The page was loaded before this worker controlled it: keep what it loaded.
+        caches.open(SHELL).then((cache) => Promise.all(shell.map((url) => cache.add(url).catch(() => {})))),
+      ]),
     );
   } else if (data.type === "syncapp-flush") {
     event.waitUntil(flush().then((sent) => event.source?.postMessage({ type: "syncapp-flushed", sent })));

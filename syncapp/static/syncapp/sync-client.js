@@ -162,6 +162,8 @@ export class SyncClient extends Emitter {
     this.streams = new Map();
     /** @type {Map<string, {resolve: Function}>} */
     this.waiters = new Map();
+    /** @type {Map<string, object>} this tab's mutations (made or restored) until their result */
+    this.made = new Map();
     /** @type {Map<string, object>} the leader's mutations to send, in order */
     this.outbox = new Map();
     /** @type {Set<string>} */
@@ -261,6 +263,7 @@ export class SyncClient extends Emitter {
     if (full.base_version === undefined) delete full.base_version;
     const result = new Promise((resolve) => this.waiters.set(full.id, { resolve }));
     const handle = this.handleOf(full.stream);
+    this.made.set(full.id, full);
     handle.state.addPending(full);
     handle.emit("change", { cause: "local", ops: [] });
     this.announce();
@@ -475,6 +478,7 @@ export class SyncClient extends Emitter {
   adopt(mutation) {
     const state = this.handleOf(mutation.stream).state;
     if (!state.pending.some((pending) => pending.id === mutation.id)) state.addPending(mutation);
+    this.made.set(mutation.id, mutation);
   }
 
   /**
@@ -489,7 +493,9 @@ export class SyncClient extends Emitter {
       held.push(...ops);
       return;
     }
+    const waiting = handle.state.pending.length;
     const { applied, stop } = handle.state.applyOps(ops);
+    if (handle.state.pending.length !== waiting) this.announce();
     if (applied.length) {
       this.scheduleSave(handle);
       for (const op of applied) handle.emit("op", op);
@@ -629,10 +635,28 @@ export class SyncClient extends Emitter {
   /** @param {object} mutation */
   enqueue(mutation) {
     if (!this.outbox.has(mutation.id)) this.outbox.set(mutation.id, mutation);
-    if (this.connection?.state === "live" && !this.inflight.has(mutation.id)) {
-      this.inflight.add(mutation.id);
-      this.batcher.add(mutation);
+    if (this.connection?.state !== "live" || this.inflight.has(mutation.id) || this.waitsFor(mutation)) return;
+    this.inflight.add(mutation.id);
+    this.batcher.add(mutation);
+  }
+
+  /**
+   * A version-checked mutation waits for the earlier mutations of the same object, so it
+   * can be rebased on their results (see finish()) instead of conflicting with them.
+   * @param {object} mutation
+   */
+  waitsFor(mutation) {
+    if (mutation.base_version === undefined || mutation.base_version === null) return false;
+    for (const other of this.outbox.values()) {
+      if (other.id === mutation.id) return false;
+      if (other.model === mutation.model && String(other.pk) === String(mutation.pk)) return true;
     }
+    return false;
+  }
+
+  /** Send what is not in flight and not waiting. */
+  pump() {
+    for (const mutation of this.outbox.values()) this.enqueue(mutation);
   }
 
   flushOutbox() {
@@ -679,10 +703,30 @@ export class SyncClient extends Emitter {
 
   /** A final result: forget the mutation everywhere, tell every tab. */
   finish(result) {
+    const done = this.outbox.get(result.id);
     this.outbox.delete(result.id);
+    if (done && result.status === "applied" && typeof result.version === "number") this.rebase(done, result.version);
     this.persist?.deletePending(result.id).catch(() => {});
     this.tabs?.post({ t: "result", result });
     this.settle(result);
+    // Mutations that waited for this one can go now.
+    queueMicrotask(() => this.pump());
+  }
+
+  /**
+   * Our mutation moved its object from `version - 1` to `version`. A later mutation of
+   * ours based on `version - 1` saw everything but that change, which was ours: base it
+   * on `version`, so it does not conflict with ourselves. (If anyone else had written in
+   * between, the versions would not line up and the check stays.)
+   * @param {object} done
+   * @param {number} version
+   */
+  rebase(done, version) {
+    for (const later of this.outbox.values()) {
+      if (later.model !== done.model || String(later.pk) !== String(done.pk) || later.base_version !== version - 1) continue;
+      later.base_version = version;
+      this.persist?.putPending(later).catch(() => {});
+    }
   }
 
   /** Apply a result to this tab's view and tell the page. */
@@ -695,6 +739,13 @@ export class SyncClient extends Emitter {
         handle = candidate;
         break;
       }
+    }
+    // Its op may have come first and confirmed it already: the page still hears.
+    const made = this.made.get(result.id);
+    this.made.delete(result.id);
+    if (!mutation && made) {
+      mutation = made;
+      handle = this.streams.get(made.stream);
     }
     const waiter = this.waiters.get(result.id);
     this.waiters.delete(result.id);
@@ -770,7 +821,12 @@ export class SyncClient extends Emitter {
     try {
       await container.register(url, { scope: "/" });
       const registration = await container.ready;
-      registration.active?.postMessage({ type: "syncapp-config", url: new URL(this.url, location.href).href, clientId: this.clientId, csrfToken: csrfToken(), dbName: this.options.dbName });
+      // The page and what it loaded, so that a reload without network finds them.
+      const api = new URL(this.url, location.href).href;
+      const shell = [location.href, ...performance.getEntriesByType("resource").map((entry) => entry.name)].filter(
+        (href) => href.startsWith(location.origin) && !href.startsWith(api),
+      );
+      registration.active?.postMessage({ type: "syncapp-config", url: api, clientId: this.clientId, csrfToken: csrfToken(), dbName: this.options.dbName, shell });
       this.swRegistration = registration;
     } catch (error) {
       this.emit("error", { code: "service_worker", message: String(error) });

@@ -1,4 +1,4 @@
-"""``manage.py demo``: the demo users and a first list, then print how to log in."""
+"""``manage.py demo``: the demo users and two sample lists, then print how to log in."""
 
 from typing import Any
 
@@ -11,10 +11,14 @@ from syncapp import context
 
 USERS = [("demo", True), ("alice", False), ("bob", False)]
 PASSWORD = "demo"
+# The sample lists, created in this order when there are none (``created_at`` orders them).
+LISTS = [("Groceries", ["Milk", "Bread", "Coffee"]), ("Weekend", ["Call grandma", "Fix the bike"])]
+# Fractional-indexing keys, as the browser makes them (generateKeyBetween).
+ORDERS = ["a0", "a1", "a2"]
 
 
 class Command(BaseCommand):
-    help = "Create the demo users and a sample todo list (idempotent), and print the logins."
+    help = "Create the demo users and two sample todo lists (idempotent), and print the logins."
 
     def handle(self, *args: Any, **options: Any) -> None:
         user_model = get_user_model()
@@ -28,11 +32,10 @@ class Command(BaseCommand):
                     user.save()
             if not TodoList.objects.exists():
                 with context.attribute(source="command"):
-                    todo_list = TodoList.objects.create(name="Groceries")
-                    for order, title in zip(
-                        ["a0", "a1", "a2"], ["Milk", "Bread", "Coffee"], strict=True
-                    ):
-                        Todo.objects.create(list=todo_list, title=title, order=order)
+                    for name, titles in LISTS:
+                        todo_list = TodoList.objects.create(name=name)
+                        for order, title in zip(ORDERS, titles, strict=False):
+                            Todo.objects.create(list=todo_list, title=title, order=order)
         self.stdout.write("Demo users (password for all: demo):")
         for username, staff in USERS:
             self.stdout.write(f"  {username}{'  (admin)' if staff else ''}")
