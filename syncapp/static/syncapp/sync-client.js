@@ -335,7 +335,7 @@ export class SyncClient extends Emitter {
   }
 
   hello() {
-    this.tabs.post({ t: "hello", streams: this.wantedStreams(), pending: this.ownPending() });
+    this.tabs.post({ t: "hello", streams: this.wantedStreams(), pending: this.ownPending(), presence: Object.fromEntries(this.presenceOut) });
   }
 
   /** This tab now holds the connection. */
@@ -379,6 +379,10 @@ export class SyncClient extends Emitter {
         this.wants.set(message.tab, new Set([...(this.wants.get(message.tab) ?? []), ...message.streams]));
         for (const stream of message.streams) this.connection.follow(stream);
         for (const mutation of message.pending ?? []) this.enqueue(mutation);
+        for (const [stream, state] of Object.entries(message.presence ?? {})) {
+          this.presenceOut.set(stream, state);
+          this.connection.presence(stream, state);
+        }
         if (message.t === "hello") {
           this.tabs.post({ t: "status", status: this.status });
           for (const stream of message.streams) this.tabs.post({ t: "members", stream, members: Object.fromEntries(this.handleOf(stream).members) });
@@ -607,8 +611,9 @@ export class SyncClient extends Emitter {
    * @param {object} state
    */
   sendPresence(stream, state) {
+    // Kept in every tab: a state set before a leader exists reaches it with hello().
+    this.presenceOut.set(stream, state);
     if (this.isLeader) {
-      this.presenceOut.set(stream, state);
       this.connection?.presence(stream, state);
     } else {
       this.tabs?.post({ t: "presence", stream, state });
@@ -771,7 +776,16 @@ export class SyncClient extends Emitter {
 
   /** @param {object} status */
   setStatus(status) {
+    const wasLive = this.status.state === "live";
     this.status = { ...this.status, ...status };
+    if (wasLive && this.status.state !== "live") {
+      // Without a connection nobody's presence is known: show no one rather than ghosts.
+      for (const handle of this.streams.values()) {
+        if (!handle.members.size) continue;
+        handle.members = new Map();
+        handle.emit("presence", { members: handle.presence.members() });
+      }
+    }
     if (this.isLeader) this.tabs?.post({ t: "status", status: this.status });
     this.announce();
     if (status.state !== "live" && this.pendingCount) this.requestBackgroundSync();
