@@ -7,6 +7,7 @@ same-origin WebSockets are real), and writes through another client or the serve
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from typing import Any
@@ -243,3 +244,102 @@ async def test_bad_input_is_refused_before_it_is_queued(
         'TypeError: unknown op "upsert"',
     ]
     assert await page.evaluate("() => window.t.client.pendingCount") == 0
+
+
+async def test_after_the_attempt_limit_the_state_is_offline_until_asked(
+    new_context: NewContext, login: Login, demo_server: DemoServer
+) -> None:
+    page = await blank_page(await new_context(), login)
+    await start(page, persist=False, backoff={"baseMs": 50, "capMs": 200, "maxAttempts": 3})
+    await wait_state(page, "live", "websocket")
+    await asyncio.to_thread(demo_server.stop)
+    await wait_state(page, "offline")
+    attempts = await page.evaluate("() => Math.max(...window.t.log.map((s) => s.attempt))")
+    assert attempts == 3
+    # Offline waits: with the server back, nothing happens until the page asks.
+    await asyncio.to_thread(demo_server.start)
+    await page.wait_for_timeout(1000)
+    assert await page.evaluate("() => window.t.client.state") == "offline"
+    await page.evaluate("() => window.t.client.retryNow()")
+    await wait_state(page, "live", "websocket")
+
+
+async def test_a_lost_session_asks_the_page_to_log_in_instead_of_retrying(
+    new_context: NewContext, login: Login, demo_server: DemoServer
+) -> None:
+    context = await new_context()
+    page = await blank_page(context, login)
+    await start(page, persist=False, backoff={"baseMs": 100, "capMs": 500, "maxAttempts": 100})
+    await page.evaluate(
+        "() => { window.t.auth = []; window.t.client.on('auth', (d) => window.t.auth.push(d)); }"
+    )
+    await wait_state(page, "live", "websocket")
+    opened: list[str] = []
+    page.on("websocket", lambda ws: opened.append(ws.url))
+    await context.clear_cookies()  # logged out (the session expired, say)
+    await asyncio.to_thread(demo_server.restart)
+    await page.wait_for_function("() => window.t.auth.length > 0")
+    opened_then = len(opened)
+    await page.wait_for_timeout(2000)
+    # Refused, and told the page; no loop of blind retries after that.
+    assert len(opened) == opened_then, opened
+    assert await page.evaluate("() => window.t.auth.length") == 1
+
+
+async def test_a_reset_history_loads_a_snapshot_and_goes_on(
+    new_context: NewContext, login: Login, demo_server: DemoServer
+) -> None:
+    page = await blank_page(await new_context(), login)
+    info = await start(page, persist=False)
+    await wait_state(page, "live", "websocket")
+    await create_todo(page, "before the reset")
+    old = await page.evaluate("() => window.t.handle.position")
+    await asyncio.to_thread(demo_server.manage, "syncapp_reset_stream", info["stream"])
+    other = await writer(new_context, login)
+    await create_todo(other, "after the reset")
+    await wait_title(page, "after the reset")
+    await page.wait_for_function(
+        "(old) => window.t.handle.position && window.t.handle.position.epoch !== old",
+        arg=old["epoch"],
+    )
+    titles = set(await page.evaluate(TITLES))
+    assert {"before the reset", "after the reset"} <= titles
+    # Still live on the new epoch: this page's edits land and come back.
+    result = await create_todo(page, "on the new epoch")
+    assert result["status"] == "applied"
+    await wait_title(other, "on the new epoch")
+
+
+async def test_mutations_made_in_one_tick_go_in_one_frame(
+    new_context: NewContext, login: Login
+) -> None:
+    context = await new_context()
+    frames: list[dict[str, Any]] = []
+
+    def route(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+
+        def from_page(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if frame.get("type") == "mutate":
+                frames.append(frame)
+            server.send(message)
+
+        ws.on_message(from_page)
+
+    await context.route_web_socket("**/sync/ws/**", route)
+    page = await blank_page(context, login)
+    await start(page, persist=False, batchWindowMs=0)
+    await wait_state(page, "live", "websocket")
+    results = await page.evaluate(
+        """() => Promise.all([1, 2, 3].map((n) => window.t.client.create(window.t.stream,
+             'todos.todo', crypto.randomUUID(),
+             {list: window.t.list, title: 'batched ' + n, completed: false, order: 'b' + n})))"""
+    )
+    assert [r["status"] for r in results] == ["applied"] * 3
+    assert len(frames) == 1
+    assert [m["fields"]["title"] for m in frames[0]["mutations"]] == [
+        "batched 1",
+        "batched 2",
+        "batched 3",
+    ]

@@ -185,7 +185,7 @@ function optimistic(elt, verb, values) {
     made.clone.classList.add("sync-pending");
     made.template.before(made.clone);
     undo.set(elt, () => made.clone.remove());
-    elt.syncCreated = made.clone;
+    elt.syncCreated = { clone: made.clone, model, values };
   }
   objectElement?.classList.add("sync-pending");
 }
@@ -216,7 +216,6 @@ htmx.defineExtension("sync", {
         const created = elt.syncCreated;
         if (created) {
           elt.syncCreated = undefined;
-          // The real element comes with the op; bind the placeholder to it meanwhile.
           let pk = null;
           try {
             const body = JSON.parse(xhr.responseText);
@@ -224,14 +223,16 @@ htmx.defineExtension("sync", {
           } catch {
             pk = null;
           }
-          const model = created.getAttribute("sync-object").split(":")[0];
-          const container = created.closest("[sync-stream]");
-          if (pk !== null && !container?.querySelector(objectSelector(model, pk))) {
-            created.setAttribute("sync-object", `${model}:${pk}`);
-            created.classList.remove("sync-pending");
-            htmx.process(created);
+          const container = created.clone.closest("[sync-stream]");
+          // The op may have made the real element already; if not, make it now from the
+          // template with the real key (its URLs name the object), and the op fills it.
+          const real = pk !== null && container && !container.querySelector(objectSelector(created.model, pk)) ? cloneTemplate(container, created.model, pk) : null;
+          if (real) {
+            fill(real.clone, created.values);
+            created.clone.replaceWith(real.clone);
+            htmx.process(real.clone);
           } else {
-            created.remove();
+            created.clone.remove();
           }
         }
         undo.delete(elt);

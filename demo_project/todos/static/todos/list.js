@@ -181,8 +181,8 @@ function updateRow(li, obj) {
 
 function renderEmpty(count) {
   emptyState.hidden = count > 0;
-  if (count > 0) return;
   emptyState.dataset.loading = String(!loaded);
+  if (count > 0) return;
   emptyState.textContent = root.classList.contains("gone")
     ? "This list is gone."
     : loaded
