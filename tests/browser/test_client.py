@@ -80,6 +80,11 @@ async def create_todo(page: Page, title: str) -> dict[str, Any]:
     return result
 
 
+async def refuse(ws: WebSocketRoute) -> None:
+    """A WebSocket route that closes every connection: WebSockets are blocked."""
+    await ws.close()
+
+
 async def writer(new_context: NewContext, login: Login) -> Page:
     page = await blank_page(await new_context(), login)
     await start(page, persist=False)
@@ -96,7 +101,7 @@ async def test_falls_back_when_transports_are_blocked_and_keeps_syncing(
 ) -> None:
     context = await new_context()
     if "websocket" in blocked:
-        await context.route_web_socket("**/sync/ws/**", lambda ws: ws.close())
+        await context.route_web_socket("**/sync/ws/**", refuse)
     if "sse" in blocked:
         await context.route("**/events/**", lambda route: route.abort())
     page = await blank_page(context, login)
@@ -147,7 +152,10 @@ async def test_a_server_restart_loses_nothing(
     new_context: NewContext, login: Login, demo_server: DemoServer
 ) -> None:
     page = await blank_page(await new_context(), login)
-    info = await start(page, persist=False, backoff={"baseMs": 200, "capMs": 1000})
+    # Enough attempts to outlast a slow restart on a loaded machine.
+    info = await start(
+        page, persist=False, backoff={"baseMs": 200, "capMs": 1000, "maxAttempts": 100}
+    )
     await wait_state(page, "live", "websocket")
     before = await create_todo(page, "before the restart")
     assert before["status"] == "applied"
@@ -343,3 +351,28 @@ async def test_mutations_made_in_one_tick_go_in_one_frame(
         "batched 2",
         "batched 3",
     ]
+
+
+async def test_a_fallback_moves_back_up_when_the_websocket_works_again(
+    new_context: NewContext, login: Login
+) -> None:
+    context = await new_context()
+    blocked = {"on": True}
+
+    async def route(ws: WebSocketRoute) -> None:
+        if blocked["on"]:
+            await ws.close()
+        else:
+            ws.connect_to_server()  # and pass every frame through
+
+    await context.route_web_socket("**/sync/ws/**", route)
+    page = await blank_page(context, login)
+    await start(page, persist=False, upgradeAfterMs=500)
+    await wait_state(page, "live", "sse")
+    await page.wait_for_timeout(1500)  # upgrade probes fail meanwhile: it stays on SSE
+    assert await page.evaluate("() => window.t.client.transport") == "sse"
+    blocked["on"] = False
+    await wait_state(page, "live", "websocket")
+    other = await writer(new_context, login)
+    await create_todo(other, "after the upgrade")
+    await wait_title(page, "after the upgrade")

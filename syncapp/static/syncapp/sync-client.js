@@ -388,9 +388,8 @@ export class SyncClient extends Emitter {
           for (const stream of message.streams) this.tabs.post({ t: "members", stream, members: Object.fromEntries(this.handleOf(stream).members) });
         }
         break;
-      case "bye":
+      case "bye": {
         if (!leader) return;
-      {
         const streams = this.wants.get(message.tab) ?? new Set();
         this.wants.delete(message.tab);
         for (const stream of streams) if (!this.isWanted(stream)) this.connection.unfollow(stream);
