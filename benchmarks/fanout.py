@@ -1,0 +1,244 @@
+"""Fan-out: one stream, N subscribers in other processes, one writer.
+
+For each peer (the ``websockets`` floor, plain Channels ``group_send``, syncapp; on
+daphne and uvicorn, in-memory layer), on one server process started for the peer:
+
+1. connect N subscribers (RSS before and after: KB per idle connection);
+2. burst: write M ops back to back; deliveries/s = M x N / (time from the first write to
+   the last client's receipt of the last op); server CPU seconds over that window / M x N;
+3. paced: ops at 1,000 deliveries/s (1000 / N ops per second); latency from the moment
+   the writer sent the op's mutation to each client's receipt, p50 and p99.
+
+The writes are the same for the plain and syncapp peers: ``mutate`` frames on a syncapp
+connection (one card per frame, so one transaction, one op and one ``group_send`` each),
+and the message on the channel layer is syncapp's own after-commit ``group_send``. The
+plain consumer joins that group and ``send_json``s each event; syncapp's hub joins it once
+per process. The floor's writer sends the same frames (an ops frame with one op of the
+same shape) straight to the server, which ``broadcast()``s them.
+
+Every client checks that it got every op (``lost``) and that seqs are contiguous
+(``gaps``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from benchmarks import harness
+from benchmarks.harness import DjangoServer, FloorServer, Usage
+
+DELIVERY_RATE = 1000.0  # deliveries per second in the paced phase
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    kind: str  # floor, plain, syncapp
+    server: str  # floor, daphne, uvicorn
+
+
+PEERS = [
+    Peer("websockets broadcast (floor)", "floor", "floor"),
+    Peer("plain Channels, daphne", "plain", "daphne"),
+    Peer("syncapp, daphne", "syncapp", "daphne"),
+    Peer("plain Channels, uvicorn", "plain", "uvicorn"),
+    Peer("syncapp, uvicorn", "syncapp", "uvicorn"),
+]
+
+
+def plan(small: bool) -> list[tuple[int, int, int]]:
+    """(subscribers, burst ops, paced ops) per step."""
+    if small:
+        return [(50, 20, 10), (200, 20, 5)]
+    return [(100, 100, 30), (1000, 50, 8)]
+
+
+def processes_for(subscribers: int) -> int:
+    return max(1, min(4, math.ceil(subscribers / 250)))
+
+
+async def measure(
+    peer: Peer, server: Any, subscribers: int, burst: int, paced: int, first: int
+) -> dict[str, Any]:
+    usage = Usage(server.proc.pid)
+    if peer.kind == "syncapp":
+        url = f"ws://127.0.0.1:{server.port}/sync/ws/"
+    elif peer.kind == "plain":
+        url = f"ws://127.0.0.1:{server.port}/plain/ws/?stream={harness.STREAM}"
+    else:
+        url = f"ws://127.0.0.1:{server.port}/"
+    writer = harness.FloorWriter(server) if peer.kind == "floor" else harness.SyncWriter(server)
+    await writer.open()
+    group = harness.ClientGroup(
+        peer.kind, url, server.origin, subscribers, processes_for(subscribers)
+    )
+    await group.start()
+    try:
+        await asyncio.sleep(0.5)
+        rss_before = usage.rss()
+        await group.connect(parallel=50)
+        await asyncio.sleep(1.0)
+        rss_after = usage.rss()
+
+        # burst
+        await group.arm(first, burst)
+        cpu0 = usage.cpu()
+        t0 = time.time()
+        for i in range(first, first + burst):
+            await writer.write(i)
+        timeout = max(30.0, burst * subscribers / 300)
+        got = await group.collect(timeout)
+        cpu = usage.cpu() - cpu0
+        elapsed = got.last() - t0
+        await writer.wait_acks(burst)
+        writes_per_s = burst / (writer.last_ack_at - t0)
+        deliveries = burst * subscribers
+        received = deliveries - got.missing
+        lost, gaps = got.missing, got.gaps
+
+        # paced
+        start = first + burst
+        await group.arm(start, paced)
+        sent: dict[int, float] = {}
+        interval = subscribers / DELIVERY_RATE
+        t = time.monotonic()
+        for i in range(start, start + paced):
+            sent[i] = time.time()
+            await writer.write(i)
+            t += interval
+            await asyncio.sleep(max(0.0, t - time.monotonic()))
+        got = await group.collect(max(30.0, paced * subscribers / 300))
+        latencies = got.latencies(sent)
+        lost += got.missing
+        gaps += got.gaps
+        await writer.wait_acks(burst + paced)
+        problems = got.problems
+    finally:
+        await group.stop()
+        await writer.close()
+    return {
+        "setup": peer.name,
+        "kind": peer.kind,
+        "server": peer.server,
+        "subscribers": subscribers,
+        "burst_ops": burst,
+        "deliveries_per_s": received / elapsed if elapsed > 0 else math.nan,
+        "writes_per_s": writes_per_s,
+        "cpu_us_per_delivery": cpu / deliveries * 1e6,
+        "p50_ms": harness.percentile(latencies, 50) * 1000,
+        "p99_ms": harness.percentile(latencies, 99) * 1000,
+        "paced_ops": paced,
+        "kb_per_connection": (rss_after - rss_before) / subscribers / 1024,
+        "lost": lost,
+        "gaps": gaps,
+        "problems": problems,
+    }
+
+
+async def run_peer(
+    peer: Peer, steps: list[tuple[int, int, int]], workdir: Any, db: Any
+) -> list[dict[str, Any]]:
+    name = f"{peer.kind}-{peer.server}"
+    server: Any
+    if peer.kind == "floor":
+        server = FloorServer(name, workdir)
+    else:
+        server = DjangoServer(name, peer.server, workdir, db.fresh(name))
+    rows = []
+    with harness.running(server):
+        first = 0
+        for subscribers, burst, paced in steps:
+            print(f"  {peer.name}: {subscribers} subscribers ...", file=sys.stderr, flush=True)
+            rows.append(await measure(peer, server, subscribers, burst, paced, first))
+            first += burst + paced
+    return rows
+
+
+def ratio(value: float, base: float | None) -> float:
+    if base is None or not base or math.isnan(base) or math.isnan(value):
+        return math.nan
+    return value / base
+
+
+def run(small: bool, peers: list[Peer] | None = None) -> dict[str, Any]:
+    steps = plan(small)
+    wanted = os.environ.get("BENCH_FANOUT_PEERS")
+    peers = peers or [
+        p for p in PEERS if not wanted or p.kind + "-" + p.server in wanted.split(",")
+    ]
+    results: list[dict[str, Any]] = []
+    with harness.workspace("fanout") as (workdir, db):
+        for peer in peers:
+            results.extend(asyncio.run(run_peer(peer, steps, workdir, db)))
+
+    columns = [
+        "setup", "N", "deliveries/s (burst)", "x floor", "x plain", "CPU µs/delivery",
+        "p50 ms", "p99 ms", "p99 x floor", "KB/conn", "writes/s", "lost", "gaps",
+    ]  # fmt: skip
+    rows = []
+    for r in results:
+        same_n = [x for x in results if x["subscribers"] == r["subscribers"]]
+        floor = next((x for x in same_n if x["kind"] == "floor"), None)
+        plain = next(
+            (x for x in same_n if x["kind"] == "plain" and x["server"] == r["server"]), None
+        )
+        rows.append([
+            r["setup"], r["subscribers"], r["deliveries_per_s"],
+            ratio(r["deliveries_per_s"], floor["deliveries_per_s"] if floor else None),
+            ratio(r["deliveries_per_s"], plain["deliveries_per_s"] if plain else None),
+            r["cpu_us_per_delivery"], r["p50_ms"], r["p99_ms"],
+            ratio(r["p99_ms"], floor["p99_ms"] if floor else None),
+            r["kb_per_connection"], r["writes_per_s"], r["lost"], r["gaps"],
+        ])  # fmt: skip
+    plots = [
+        harness.plot(
+            "fanout-throughput", "Fan-out, burst: deliveries per second", "subscribers",
+            "deliveries/s",
+            {s: [(r["subscribers"], r["deliveries_per_s"]) for r in results if r["setup"] == s]
+             for s in dict.fromkeys(r["setup"] for r in results)},
+            logy=True,
+        ),
+        harness.plot(
+            "fanout-latency", f"Fan-out, p99 latency at {DELIVERY_RATE:,.0f} deliveries/s",
+            "subscribers", "p99 ms",
+            {s: [(r["subscribers"], r["p99_ms"]) for r in results if r["setup"] == s]
+             for s in dict.fromkeys(r["setup"] for r in results)},
+            logy=True,
+        ),
+    ]  # fmt: skip
+    lost = sum(r["lost"] + r["gaps"] for r in results)
+    out = {
+        "name": "fanout",
+        "columns": columns,
+        "rows": rows,
+        "raw": results,
+        "lost": lost,
+        "plots": [str(p) for p in plots],
+        "notes": [
+            "One server process per setup; clients in "
+            + ", ".join(f"{processes_for(n)} process(es) for N={n}" for n, _, _ in steps)
+            + "; in-memory channel layer; "
+            + f"{os.environ.get('BENCH_DB', 'sqlite')} database.",
+            "Burst: M ops written back to back, one per mutate frame; "
+            + ", ".join(f"M={m} at N={n}" for n, m, _ in steps)
+            + ".",
+            f"Latency: ops paced at {DELIVERY_RATE:,.0f} deliveries/s, from the writer's "
+            "send to each client's receipt.",
+            "CPU µs/delivery is the server's CPU over the burst, writes included (the floor "
+            "applies no mutation).",
+            "writes/s: the burst's mutations over the time until the last was acknowledged; "
+            "when deliveries/s is close to writes/s x N, the burst measured the writes, not "
+            "the fan-out.",
+        ],
+    }
+    print(harness.table(columns, rows))
+    for note in out["notes"]:
+        print(f"  {note}")
+    print(f"fanout: lost {lost}")
+    return out

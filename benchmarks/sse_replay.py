@@ -1,0 +1,294 @@
+"""Workload 4: missed events replayed over SSE through ``Last-Event-ID``.
+
+A stream holding N ops (full: 10,000; small: 1,000) is read from the start by one client
+over HTTP from a daphne process (``benchmarks.mut_settings``):
+
+- syncapp: ``GET /sync/api/streams/public:replay/events/`` with
+  ``Last-Event-ID: syncapp%3Apublic%3Areplay:0`` (django-eventstream's id of the stream's
+  channel at seq 0), served from the op log by ``syncapp.sse.OpLogStorage``;
+- peer: django-eventstream's own view (``/events/<channel>/``) with its
+  ``DjangoModelStorage`` (the server started with that storage class), for a channel
+  holding N events whose data is the same op JSON, with ``Last-Event-ID: <channel>:0``.
+
+The clock runs from sending the request to parsing the event whose id is the last one;
+the client parses the SSE stream and checks that it got every id from 1 to N once, in
+order (``lost`` counts those missing).
+
+Both logs are written straight into the database before the servers start (the same op
+rows syncapp would write, and django-eventstream's rows as its ``Event.save()`` writes
+them, with its placeholder event 0), so that only the replay is measured.
+
+``python -m benchmarks.sse_replay [--small]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from benchmarks.mutations import (
+    PG_HOST,
+    PG_PORT,
+    ROOT,
+    SETTINGS,
+    Database,
+    HttpConnection,
+    format_table,
+    pg_reachable,
+    start_server,
+    write_result,
+)
+
+NAME = "sse_replay"
+STREAM = "public:replay"
+CHANNEL = "bench-replay"
+TIMEOUT = 600.0
+
+
+def seed(db: Database, count: int) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.sse_replay", "--seed", str(count)],
+        cwd=ROOT,
+        env={**os.environ, **db.env, "DJANGO_SETTINGS_MODULE": SETTINGS},
+        check=True,
+    )
+
+
+def _seed_main(count: int) -> None:
+    """In a Django process: ``count`` ops of board creates in STREAM, and the same op
+    JSON as ``count`` django-eventstream events in CHANNEL."""
+    import uuid
+
+    import django
+
+    django.setup()
+    from django.db import transaction
+    from django.utils import timezone
+    from django_eventstream.models import Event, EventCounter
+
+    from syncapp import encoding
+    from syncapp.models import Op, Stream
+
+    now = timezone.now()
+    with transaction.atomic():
+        stream = Stream.objects.create(name=STREAM, head=count, oldest_seq=1)
+        ops = [
+            Op(
+                stream=stream,
+                seq=seq,
+                model="testapp.board",
+                object_pk=str(uuid.uuid4()),
+                kind="create",
+                fields={"name": f"benchmark board replay #{seq:06d} " + "x" * 40, "public": True},
+                version=1,
+                mutation_id=uuid.uuid4(),
+                client_id="bench-seed",
+                source="ws",
+                created_at=now,
+            )
+            for seq in range(1, count + 1)
+        ]
+        Op.objects.bulk_create(ops, batch_size=1000)
+        stored = Op.objects.filter(stream=stream).order_by("seq")
+        events = [Event(channel=CHANNEL, type="", data="", eid=0)]
+        events += [
+            Event(
+                channel=CHANNEL,
+                type="message",
+                # DjangoModelStorage stores json.dumps(data) of the str send_event() was
+                # given: the op's own JSON, encoded once more, as its append_event does.
+                data=json.dumps(encoding.encode_op(op, stream.name, stream.epoch)),
+                eid=op.seq,
+            )
+            for op in stored.iterator()
+        ]
+        Event.objects.bulk_create(events, batch_size=1000)
+        EventCounter.objects.create(name=CHANNEL, value=count)
+
+
+async def replay(port: int, path: str, last_event_id: str, count: int) -> dict[str, Any]:
+    """Read the SSE response until the event with id ``count``; the seconds it took and
+    the ids in the order they came."""
+    conn = await HttpConnection(port).open()
+    ids: list[int] = []
+    try:
+        started = time.perf_counter()
+        status, headers = await conn.send_head(
+            "GET", path, headers={"Accept": "text/event-stream", "Last-Event-ID": last_event_id}
+        )
+        if status != 200:
+            raise RuntimeError(f"GET {path}: {status} {headers}")
+        buffer = b""
+        done = False
+        async for chunk in conn.chunks(headers):
+            buffer += chunk
+            *blocks, buffer = buffer.split(b"\n\n")
+            for block in blocks:
+                event = b"message"
+                event_id = None
+                for line in block.split(b"\n"):
+                    if line.startswith(b"event: "):
+                        event = line[7:]
+                    elif line.startswith(b"id: "):
+                        event_id = line[4:]
+                if event == b"message" and event_id is not None:
+                    ids.append(int(event_id.rpartition(b":")[2]))
+                elif event == b"stream-reset":
+                    raise RuntimeError(f"{path}: stream-reset: {block!r}")
+            if ids and ids[-1] >= count:
+                done = True
+                break
+        seconds = time.perf_counter() - started
+        if not done:
+            raise RuntimeError(f"{path}: the response ended after {len(ids)} events")
+    finally:
+        conn.close()
+    expected = list(range(1, count + 1))
+    lost = len(set(expected) - set(ids))
+    return {
+        "seconds": seconds,
+        "rate": count / seconds,
+        "lost": lost,
+        "duplicates": len(ids) - len(set(ids)),
+        "in_order": ids == sorted(ids),
+    }
+
+
+PEERS = [
+    (
+        "syncapp events (OpLogStorage)",
+        "oplog",
+        f"/sync/api/streams/{STREAM}/events/",
+        quote("syncapp:" + STREAM, safe="") + ":0",
+    ),
+    (
+        "django-eventstream (DjangoModelStorage)",
+        "model",
+        f"/events/{CHANNEL}/",
+        f"{CHANNEL}:0",
+    ),
+]
+
+
+def run_database(kind: str, count: int, repeats: int, workdir: Path) -> list[dict[str, Any]]:
+    db = Database(kind, workdir)
+    db.create()
+    rows = []
+    try:
+        seed(db, count)
+        for label, storage, path, last_event_id in PEERS:
+            env = {**db.env, "BENCH_EVENTSTREAM_STORAGE": storage}
+            server = start_server(f"sse-{kind}-{storage}", workdir, env)
+            try:
+                # Warm-up: a short replay (imports the views, opens the connection).
+                asyncio.run(_warm(server.port, path, last_event_id))
+                samples = [
+                    asyncio.run(
+                        asyncio.wait_for(replay(server.port, path, last_event_id, count), TIMEOUT)
+                    )
+                    for _ in range(repeats)
+                ]
+            finally:
+                server.stop()
+            seconds = statistics.median(sample["seconds"] for sample in samples)
+            rows.append(
+                {
+                    "db": kind,
+                    "server": label,
+                    "events": count,
+                    "seconds": seconds,
+                    "rate": count / seconds,
+                    "lost": sum(sample["lost"] for sample in samples),
+                    "duplicates": sum(sample["duplicates"] for sample in samples),
+                    "in_order": all(sample["in_order"] for sample in samples),
+                    "all_seconds": [round(sample["seconds"], 3) for sample in samples],
+                }
+            )
+    finally:
+        db.drop()
+    peer = rows[-1]["rate"]
+    for row in rows:
+        row["ratio"] = row["rate"] / peer
+    return rows
+
+
+async def _warm(port: int, path: str, last_event_id: str) -> None:
+    # The first 100 events (one storage page) are enough to load everything.
+    await asyncio.wait_for(replay(port, path, last_event_id, 100), TIMEOUT)
+
+
+COLUMNS = ["db", "server", "events", "seconds", "events/s", "x eventstream", "lost"]
+
+
+def run(small: bool) -> dict[str, Any]:
+    count = 1000 if small else 10_000
+    repeats = 1 if small else 3
+    kinds = ["sqlite"]
+    notes: list[str] = []
+    if pg_reachable():
+        kinds.append("postgresql")
+    else:
+        notes.append(f"PostgreSQL at {PG_HOST}:{PG_PORT} is not reachable: SQLite only.")
+    measured: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="syncapp-bench-sse-") as tmp:
+        for kind in kinds:
+            measured.extend(run_database(kind, count, repeats, Path(tmp)))
+    rows = [
+        [m["db"], m["server"], count, round(m["seconds"], 3), round(m["rate"], 1),
+         round(m["ratio"], 2), m["lost"]]
+        for m in measured
+    ]  # fmt: skip
+    notes += [
+        f"{count:,} missed events replayed from Last-Event-ID <channel>:0 by one HTTP client "
+        f"in another process; {'one run' if repeats == 1 else f'median of {repeats} runs'}.",
+        "Both go through django-eventstream's streaming view (pages of 100 events read "
+        "from storage); only the storage differs: syncapp's op log vs DjangoModelStorage. "
+        "Same op JSON in both; one daphne process at a time.",
+    ]
+    for m in measured:
+        if m["server"].startswith("syncapp") and m["lost"] == 0 and m["duplicates"]:
+            notes.append(f"{m['db']}: syncapp sent {m['duplicates']} duplicate events.")
+        if m["server"].startswith("syncapp"):
+            notes.append(
+                f"Goal >= 10x django-eventstream ({m['db']}): {m['ratio']:.1f}x "
+                f"({'met' if m['ratio'] >= 10 else 'NOT met'})."
+            )
+    result = {
+        "name": NAME,
+        "columns": COLUMNS,
+        "rows": rows,
+        "notes": notes,
+        "lost": sum(m["lost"] for m in measured),
+        "samples": measured,
+    }
+    print(format_table(COLUMNS, rows))
+    for note in notes:
+        print(f"- {note}")
+    write_result(result, small)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.sse_replay")
+    parser.add_argument("--small", action="store_true", help="1,000 events instead of 10,000")
+    parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.seed is not None:
+        _seed_main(args.seed)
+        return 0
+    result = run(args.small)
+    return 1 if result["lost"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
