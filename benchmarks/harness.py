@@ -52,7 +52,10 @@ class DjangoServer(Process):
         app = "benchmarks.asgi:application"
         port = str(self.port)
         if self.server == "daphne":
-            return [PY, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", port, app]
+            # Twisted listens with a backlog of 50 unless told: a storm of reconnections
+            # then waits on SYN retries. uvicorn's default is 2048; give daphne the same.
+            endpoint = f"tcp:port={port}:interface=127.0.0.1:backlog=2048"
+            return [PY, "-m", "daphne", "-v", "0", "-e", endpoint, app]
         if self.server == "uvicorn":
             return [
                 PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", port,
