@@ -483,9 +483,14 @@ def write_result(result: dict[str, Any], small: bool) -> Path:
     return target
 
 
-def run(small: bool) -> dict[str, Any]:
-    count = 200 if small else 1000
-    repeats = 1 if small else 3
+def each_database(
+    measure: Callable[[str, int, int, Path], list[dict[str, Any]]],
+    count: int,
+    repeats: int,
+    prefix: str,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """``measure(kind, count, repeats, workdir)`` on SQLite, then on PostgreSQL when it
+    answers; the measurements, and a note when PostgreSQL was left out."""
     kinds = ["sqlite"]
     notes: list[str] = []
     if pg_reachable():
@@ -493,9 +498,16 @@ def run(small: bool) -> dict[str, Any]:
     else:
         notes.append(f"PostgreSQL at {PG_HOST}:{PG_PORT} is not reachable: SQLite only.")
     measured: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="syncapp-bench-mut-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         for kind in kinds:
-            measured.extend(run_database(kind, count, repeats, Path(tmp)))
+            measured.extend(measure(kind, count, repeats, Path(tmp)))
+    return measured, notes
+
+
+def run(small: bool) -> dict[str, Any]:
+    count = 200 if small else 1000
+    repeats = 1 if small else 3
+    measured, notes = each_database(run_database, count, repeats, "syncapp-bench-mut-")
     rows = [
         [m["db"], m["path"], count, round(m["seconds"], 3), round(m["rate"], 1),
          round(m["ratio"], 2), m["lost"]]

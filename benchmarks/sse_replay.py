@@ -30,21 +30,18 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from benchmarks.mutations import (
-    PG_HOST,
-    PG_PORT,
     ROOT,
     SETTINGS,
     Database,
     HttpConnection,
+    each_database,
     format_table,
-    pg_reachable,
     start_server,
     write_result,
 )
@@ -233,16 +230,7 @@ COLUMNS = ["db", "server", "events", "seconds", "events/s", "x eventstream", "lo
 def run(small: bool) -> dict[str, Any]:
     count = 1000 if small else 10_000
     repeats = 1 if small else 3
-    kinds = ["sqlite"]
-    notes: list[str] = []
-    if pg_reachable():
-        kinds.append("postgresql")
-    else:
-        notes.append(f"PostgreSQL at {PG_HOST}:{PG_PORT} is not reachable: SQLite only.")
-    measured: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="syncapp-bench-sse-") as tmp:
-        for kind in kinds:
-            measured.extend(run_database(kind, count, repeats, Path(tmp)))
+    measured, notes = each_database(run_database, count, repeats, "syncapp-bench-sse-")
     rows = [
         [m["db"], m["server"], count, round(m["seconds"], 3), round(m["rate"], 1),
          round(m["ratio"], 2), m["lost"]]

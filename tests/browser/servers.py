@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.live.servers import ROOT, START_TIMEOUT, Process, free_port
+from tests.live.servers import ROOT, START_TIMEOUT, Process, daphne_command, free_port
 
 # Environment variables that would point the demo at other services or hosts.
 _DEMO_ENV_DROP = ("SYNCAPP_DB", "SYNCAPP_REDIS_URL", "DJANGO_ALLOWED_HOSTS", "DJANGO_SECRET_KEY")
@@ -68,16 +68,7 @@ class DemoServer(Process):
         return env
 
     def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-            "demo_project.asgi:application",
-        ]
+        return daphne_command("demo_project.asgi:application", self.port)
 
     def manage(self, *args: str) -> None:
         """Run ``manage.py *args`` on this server's database (output into the log)."""

@@ -33,6 +33,11 @@ def accepts(port: int) -> bool:
         return False
 
 
+def daphne_command(app: str, port: int) -> list[str]:
+    """``python -m daphne`` serving ``app`` on a loopback port."""
+    return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app]
+
+
 class Process:
     """A server subprocess on a loopback port, its output captured in a file."""
 
@@ -155,16 +160,7 @@ class Daphne(Process):
         self.env = env
 
     def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-            "tests.asgi:application",
-        ]
+        return daphne_command("tests.asgi:application", self.port)
 
     def environment(self) -> dict[str, str]:
         return {

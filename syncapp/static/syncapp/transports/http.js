@@ -107,3 +107,60 @@ export async function probe(url, stream = "syncapp.probe") {
     return { up: false, status: null };
   }
 }
+
+/**
+ * What the SSE and long-poll transports share: one reader per followed stream (stopped
+ * with its `stop()`), mutations over `POST api/mutations/`, no presence, and one way to
+ * fail: stop every reader and report the close once.
+ */
+export class HttpTransport {
+  /**
+   * @param {string} name
+   * @param {{url: string, clientId: string, handlers: import("./errors.js").TransportHandlers}} options
+   */
+  constructor(name, { url, clientId, handlers }) {
+    this.name = name;
+    this.url = url;
+    this.clientId = clientId;
+    this.handlers = handlers;
+    /** @type {Map<string, {stop: () => void}>} the reader of each followed stream */
+    this.readers = new Map();
+    this.closed = false;
+    this.connectionId = null;
+  }
+
+  /** @param {string} stream */
+  unsubscribe(stream) {
+    this.readers.get(stream)?.stop();
+    this.readers.delete(stream);
+  }
+
+  /** @param {object[]} mutations */
+  mutate(mutations) {
+    return postMutations(this.url, this.clientId, mutations);
+  }
+
+  presence() {}
+
+  get supportsPresence() {
+    return false;
+  }
+
+  /** @param {TransportError} error */
+  fail(error) {
+    if (this.closed) return;
+    this.close();
+    this.handlers.onClose({
+      code: this.name,
+      auth: error.kind === "auth",
+      fatal: false,
+      reason: error.message,
+      retryAfterMs: error.retryAfterMs ?? null,
+    });
+  }
+
+  close() {
+    this.closed = true;
+    for (const stream of [...this.readers.keys()]) this.unsubscribe(stream);
+  }
+}

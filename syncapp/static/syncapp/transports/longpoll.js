@@ -1,26 +1,18 @@
 // The long-poll transport: `GET <url>api/streams/<stream>/ops/?epoch=&after=&wait=`,
 // one request in flight per stream, mutations over POST. The last fallback.
 
-import { TransportError } from "./errors.js";
-import { apiUrl, fetchSnapshot, postMutations, requestJSON } from "./http.js";
+import { HttpTransport, apiUrl, fetchSnapshot, requestJSON } from "./http.js";
 
 const WAIT_SECONDS = 25;
 
-export class LongPollTransport {
+export class LongPollTransport extends HttpTransport {
   /**
    * @param {{url: string, clientId: string, handlers: import("./errors.js").TransportHandlers,
    *          waitSeconds?: number}} options
    */
-  constructor({ url, clientId, handlers, waitSeconds = WAIT_SECONDS }) {
-    this.name = "longpoll";
-    this.url = url;
-    this.clientId = clientId;
-    this.handlers = handlers;
+  constructor({ waitSeconds = WAIT_SECONDS, ...options }) {
+    super("longpoll", options);
     this.waitSeconds = waitSeconds;
-    /** @type {Map<string, AbortController>} */
-    this.polls = new Map();
-    this.closed = false;
-    this.connectionId = null;
   }
 
   async open() {}
@@ -32,7 +24,7 @@ export class LongPollTransport {
   async subscribe(stream, position) {
     this.unsubscribe(stream);
     const abort = new AbortController();
-    this.polls.set(stream, abort);
+    this.readers.set(stream, { stop: () => abort.abort() });
     let at = position && position.epoch ? { ...position } : null;
     let first = true;
     while (!abort.signal.aborted && !this.closed) {
@@ -72,41 +64,4 @@ export class LongPollTransport {
       }
     }
   }
-
-  /** @param {TransportError} error */
-  fail(error) {
-    if (this.closed) return;
-    this.close();
-    this.handlers.onClose({
-      code: "longpoll",
-      auth: error.kind === "auth",
-      fatal: false,
-      reason: error.message,
-      retryAfterMs: error.retryAfterMs ?? null,
-    });
-  }
-
-  /** @param {string} stream */
-  unsubscribe(stream) {
-    this.polls.get(stream)?.abort();
-    this.polls.delete(stream);
-  }
-
-  /** @param {object[]} mutations */
-  mutate(mutations) {
-    return postMutations(this.url, this.clientId, mutations);
-  }
-
-  presence() {}
-
-  get supportsPresence() {
-    return false;
-  }
-
-  close() {
-    this.closed = true;
-    for (const stream of [...this.polls.keys()]) this.unsubscribe(stream);
-  }
 }
-
-export { TransportError };

@@ -5,25 +5,18 @@
 // failing EventSource is closed and reported, and the connection decides what next.
 
 import { TransportError } from "./errors.js";
-import { apiUrl, fetchSnapshot, postMutations } from "./http.js";
+import { HttpTransport, apiUrl, fetchSnapshot } from "./http.js";
 
 const OPEN_TIMEOUT_MS = 8000;
 
-export class SSETransport {
+export class SSETransport extends HttpTransport {
   /**
    * @param {{url: string, clientId: string, handlers: import("./errors.js").TransportHandlers,
    *          EventSourceImpl?: typeof EventSource}} options
    */
-  constructor({ url, clientId, handlers, EventSourceImpl = globalThis.EventSource }) {
-    this.name = "sse";
-    this.url = url;
-    this.clientId = clientId;
-    this.handlers = handlers;
+  constructor({ EventSourceImpl = globalThis.EventSource, ...options }) {
+    super("sse", options);
     this.EventSourceImpl = EventSourceImpl;
-    /** @type {Map<string, {source: EventSource|null, abort: AbortController}>} */
-    this.sources = new Map();
-    this.closed = false;
-    this.connectionId = null;
   }
 
   /**
@@ -45,8 +38,15 @@ export class SSETransport {
   async subscribe(stream, position) {
     this.unsubscribe(stream);
     const abort = new AbortController();
-    const entry = { source: null, abort };
-    this.sources.set(stream, entry);
+    /** @type {{source: EventSource|null, stop: () => void}} */
+    const entry = {
+      source: null,
+      stop: () => {
+        abort.abort();
+        entry.source?.close();
+      },
+    };
+    this.readers.set(stream, entry);
     let seq = position?.seq ?? null;
     if (!position || !position.epoch) {
       let snapshot;
@@ -91,41 +91,9 @@ export class SSETransport {
     source.onerror = () => {
       clearTimeout(timeout);
       // The server ended the response (a reset, a restart) or it never got through.
-      if (this.sources.get(stream)?.source !== source) return;
+      if (this.readers.get(stream) !== entry) return;
       source.close();
       this.fail(new TransportError(opened ? "closed" : "blocked", `events of ${stream} failed`));
     };
-  }
-
-  /** @param {Error} error */
-  fail(error) {
-    if (this.closed) return;
-    this.close();
-    this.handlers.onClose({ code: "sse", auth: error.kind === "auth", fatal: false, reason: error.message });
-  }
-
-  /** @param {string} stream */
-  unsubscribe(stream) {
-    const entry = this.sources.get(stream);
-    if (!entry) return;
-    entry.abort.abort();
-    entry.source?.close();
-    this.sources.delete(stream);
-  }
-
-  /** @param {object[]} mutations */
-  mutate(mutations) {
-    return postMutations(this.url, this.clientId, mutations);
-  }
-
-  presence() {}
-
-  get supportsPresence() {
-    return false;
-  }
-
-  close() {
-    this.closed = true;
-    for (const stream of [...this.sources.keys()]) this.unsubscribe(stream);
   }
 }
