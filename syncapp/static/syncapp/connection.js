@@ -225,21 +225,26 @@ export class Connection {
     );
     let retryAfterMs = null;
     for (const name of candidates) {
-      try {
-        const transport = await this.attempt(name, this.handlersFor());
-        this.blocked.delete(name);
-        return { kind: "live", transport };
-      } catch (error) {
-        if (this.stopped) return { kind: "down" };
-        if (error.kind === "auth") return { kind: "auth", status: error.status ?? error.code };
-        retryAfterMs = error.retryAfterMs ?? retryAfterMs;
+      // A transport is blocked only if it fails twice while the server answers HTTP: the
+      // server may have come up between the first try and the probe (a restart).
+      for (let tries = 1; ; tries += 1) {
+        try {
+          const transport = await this.attempt(name, this.handlersFor());
+          this.blocked.delete(name);
+          return { kind: "live", transport };
+        } catch (error) {
+          if (this.stopped) return { kind: "down" };
+          if (error.kind === "auth") return { kind: "auth", status: error.status ?? error.code };
+          retryAfterMs = error.retryAfterMs ?? retryAfterMs;
+        }
         const reach = await probe(this.url, [...this.streams][0]);
         if (!reach.up) return { kind: "down", retryAfterMs };
         if (reach.status === 401 || reach.status === 403) return { kind: "auth", status: reach.status };
         if (reach.status === 429 || reach.status >= 500) return { kind: "down", retryAfterMs };
-        // The server answers HTTP, so this transport is what does not get through.
-        this.blocked.set(name, Date.now());
+        if (tries === 2) break;
       }
+      // The server answers HTTP, so this transport is what does not get through.
+      this.blocked.set(name, Date.now());
     }
     return { kind: "down", retryAfterMs };
   }
