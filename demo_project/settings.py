@@ -88,7 +88,11 @@ if os.environ.get("SYNCAPP_REDIS_URL"):
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [os.environ["SYNCAPP_REDIS_URL"]]},
+            # redis-py 8 reads for 5 s by default, no longer than the layer's blocking
+            # receive waits (syncapp.W008): read for longer.
+            "CONFIG": {
+                "hosts": [{"address": os.environ["SYNCAPP_REDIS_URL"], "socket_timeout": 10}]
+            },
         }
     }
 else:

@@ -113,7 +113,41 @@ def _check_channel_layer() -> list[checks.CheckMessage]:
                     id="syncapp.W002",
                 )
             ]
+    if layer.get("BACKEND") == REDIS_LAYER and _redis_major() >= 8:
+        hosts = (layer.get("CONFIG") or {}).get("hosts") or ["redis://localhost:6379"]
+        short = [h for h in hosts if not _waits_past_brpop(h)]
+        if short:
+            return [
+                checks.Warning(
+                    "redis-py 8 times out a socket after 5 s, as long as RedisChannelLayer's "
+                    "blocking receive waits: on a quiet layer every receive fails, and "
+                    "hand-written consumers on this layer crash with TimeoutError every 5 s.",
+                    hint='Give each host a longer read timeout, e.g. {"address": '
+                    '"redis://...", "socket_timeout": 10} (docs/deployment.md).',
+                    id="syncapp.W008",
+                )
+            ]
     return []
+
+
+REDIS_LAYER = "channels_redis.core.RedisChannelLayer"
+
+
+def _redis_major() -> int:
+    try:
+        from redis import __version__
+    except ImportError:
+        return 0
+    head = __version__.split(".")[0]
+    return int(head) if head.isdigit() else 0
+
+
+def _waits_past_brpop(host: Any) -> bool:
+    """Whether a channels_redis host entry reads for longer than its 5 s blocking pop."""
+    if not isinstance(host, dict):
+        return False
+    timeout = host.get("socket_timeout", 5)
+    return timeout is None or (isinstance(timeout, int | float) and timeout > 5)
 
 
 SHARED_CACHES = ("redis", "memcache", "db.DatabaseCache")

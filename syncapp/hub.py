@@ -33,6 +33,25 @@ from syncapp.conf import conf
 from syncapp.exceptions import ResetRequired
 
 logger = logging.getLogger("syncapp.hub")
+
+
+def idle_timeout(exc: BaseException) -> bool:
+    """Whether a channel-layer ``receive()`` failed only because the layer was quiet.
+
+    redis-py 8 gives every connection a 5 s socket timeout, as long as channels_redis's
+    blocking pop waits: on a layer with no message for 5 s, ``receive()`` raises redis's
+    ``TimeoutError``. That is not a failure to back off from (backing off would delay the
+    next op by up to 5 s after a quiet spell). ``docs/deployment.md`` shows the
+    ``socket_timeout`` that avoids it; a message popped just as the read timed out is
+    recovered by the hub's periodic check (``CHECK_INTERVAL``).
+    """
+    try:
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+    except ImportError:  # pragma: no cover - channels_redis needs redis
+        return False
+    return isinstance(exc, RedisTimeoutError)
+
+
 T = TypeVar("T")
 
 CONTROL_GROUP = "syncapp.control"
@@ -197,7 +216,14 @@ class Feed:
         self.last = batch.last
         self.ring.extend(zip(range(batch.first, batch.last + 1), batch.ops, strict=True))
         for listener in list(self.listeners):
-            listener.deliver(batch)
+            try:
+                listener.deliver(batch)
+            except Exception:
+                # Its failure stays its own: the listeners after it still get the batch.
+                # A subscription that missed it sees the gap at its next batch.
+                logger.exception(
+                    "A listener of %s failed to take ops %s..%s", self.name, batch.first, batch.last
+                )
 
     def resync(self) -> None:
         """Catch up with the log after a period when messages may have been lost."""
@@ -218,6 +244,10 @@ class Feed:
                 )
                 batch = Batch.from_page(page)
                 if batch is not None:
+                    # Rare when the channel layer is healthy: worth a line in the log.
+                    logger.info(
+                        "Feed %s read ops %s..%s from the log", self.name, batch.first, batch.last
+                    )
                     self._deliver(batch)
                 if len(page.ops) < REPAIR_PAGE:
                     break
@@ -404,7 +434,9 @@ class Hub:
                 message = await self.layer.receive(self.channel)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
+                if idle_timeout(exc):
+                    continue
                 failures += 1
                 logger.warning("Channel layer receive failed; retrying", exc_info=True)
                 await asyncio.sleep(min(0.1 * 2**failures, 5.0))

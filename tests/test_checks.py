@@ -18,7 +18,12 @@ from syncapp import checks, registry
 from syncapp.mixins import SyncManager, SyncModel, SyncQuerySet
 from tests.testapp.models import Board, Card
 
-REDIS_LAYER = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer"}}
+REDIS_LAYER = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [{"address": "redis://127.0.0.1:6379/0", "socket_timeout": 10}]},
+    }
+}
 IN_MEMORY = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 SQLITE = "django.db.backends.sqlite3"
 
@@ -173,6 +178,37 @@ def test_w002_not_raised_with_debug():
 
 def test_w002_not_raised_for_redis_layer():
     assert "syncapp.W002" not in setting_ids(CHANNEL_LAYERS=REDIS_LAYER, DEBUG=False)
+
+
+def redis_hosts(*hosts: object) -> dict[str, dict[str, object]]:
+    return {"default": {**REDIS_LAYER["default"], "CONFIG": {"hosts": list(hosts)}}}
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer"}},
+        redis_hosts("redis://127.0.0.1:6379/0"),
+        redis_hosts(("127.0.0.1", 6379)),
+        redis_hosts({"address": "redis://127.0.0.1:6379/0"}),
+        redis_hosts({"address": "redis://127.0.0.1:6379/0", "socket_timeout": 5}),
+        redis_hosts({"address": "redis://a/0", "socket_timeout": 10}, "redis://b/0"),
+    ],
+    ids=["no hosts", "url", "tuple", "dict", "5 s", "one of two"],
+)
+def test_w008_redis_layer_that_times_out_with_its_blocking_receive(layers):
+    assert "syncapp.W008" in setting_ids(CHANNEL_LAYERS=layers, DEBUG=False)
+
+
+@pytest.mark.parametrize("timeout", [10, 5.5, None])
+def test_w008_not_raised_with_a_longer_read_timeout(timeout):
+    layers = redis_hosts({"address": "redis://127.0.0.1:6379/0", "socket_timeout": timeout})
+    assert "syncapp.W008" not in setting_ids(CHANNEL_LAYERS=layers, DEBUG=False)
+
+
+def test_w008_not_raised_for_the_pubsub_layer():
+    layers = {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer"}}
+    assert "syncapp.W008" not in setting_ids(CHANNEL_LAYERS=layers, DEBUG=False)
 
 
 @pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")

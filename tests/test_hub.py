@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
-from syncapp.hub import Batch
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from syncapp.hub import Batch, Hub
 
 
 def batch(first: int, sizes: list[int]) -> Batch:
@@ -47,3 +50,84 @@ def test_frame_is_built_once_and_holds_the_ops():
         "s",
         [1, 2],
     )
+
+
+class QuietRedisLayer:
+    """A layer whose blocking receive times out (redis-py 8's 5 s socket timeout) a few
+    times before a message arrives, as a real RedisChannelLayer does when it is quiet."""
+
+    def __init__(self, timeouts: int, message: dict[str, object]) -> None:
+        self.timeouts = timeouts
+        self.message = message
+        self.delivered = asyncio.Event()
+
+    async def receive(self, channel: str) -> dict[str, object]:
+        if self.timeouts:
+            self.timeouts -= 1
+            raise RedisTimeoutError("Timeout reading from 127.0.0.1:6379")
+        if not self.delivered.is_set():
+            self.delivered.set()
+            return self.message
+        await asyncio.Event().wait()  # nothing more
+        raise AssertionError
+
+
+async def test_a_quiet_redis_layer_is_received_again_at_once(monkeypatch, caplog):
+    message = {"type": "syncapp.unknown"}
+    layer = QuietRedisLayer(timeouts=8, message=message)
+    hub = Hub(layer, asyncio.get_running_loop())
+    dispatched: list[dict[str, object]] = []
+    monkeypatch.setattr(hub, "dispatch", dispatched.append)
+    sleeps: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay: float) -> None:
+        sleeps.append(delay)
+        await real_sleep(0)
+
+    monkeypatch.setattr("syncapp.hub.asyncio.sleep", sleep)
+    task = asyncio.ensure_future(hub._receive_loop())
+    try:
+        await asyncio.wait_for(layer.delivered.wait(), 5)
+        await real_sleep(0)
+    finally:
+        task.cancel()
+    assert dispatched == [message]
+    assert sleeps == []  # no backoff: a timeout of a blocking pop is not a failure
+    assert "receive failed" not in caplog.text
+
+
+async def test_other_receive_failures_back_off_and_are_logged(monkeypatch, caplog):
+    class Broken(QuietRedisLayer):
+        async def receive(self, channel: str) -> dict[str, object]:
+            if self.timeouts:
+                self.timeouts -= 1
+                raise ConnectionError("Redis went away")
+            return await super().receive(channel)
+
+    layer = Broken(timeouts=2, message={"type": "syncapp.unknown"})
+    hub = Hub(layer, asyncio.get_running_loop())
+    monkeypatch.setattr(hub, "dispatch", lambda message: None)
+    rejoined: list[bool] = []
+
+    async def rejoin() -> None:
+        rejoined.append(True)
+
+    monkeypatch.setattr(hub, "rejoin", rejoin)
+    sleeps: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay: float) -> None:
+        sleeps.append(delay)
+        await real_sleep(0)
+
+    monkeypatch.setattr("syncapp.hub.asyncio.sleep", sleep)
+    task = asyncio.ensure_future(hub._receive_loop())
+    try:
+        await asyncio.wait_for(layer.delivered.wait(), 5)
+    finally:
+        task.cancel()
+    assert sleeps == [0.2, 0.4]
+    await real_sleep(0)
+    assert rejoined == [True]  # memberships renewed once the layer answers again
+    assert caplog.text.count("Channel layer receive failed") == 2
