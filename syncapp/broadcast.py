@@ -6,8 +6,11 @@ subscriber that misses one sees the gap and reads the log.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+from collections.abc import Iterator
+from contextvars import ContextVar
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +33,51 @@ def stream_group(stream: str) -> str:
     return "syncapp.s." + hashlib.blake2s(stream.encode(), digest_size=16).hexdigest()
 
 
+Pending = list[tuple[str, str, "list[Op]"]]
+_coalescing: ContextVar[Pending | None] = ContextVar("syncapp_broadcast", default=None)
+
+
 def after_commit(stream: str, epoch: str, ops: list[Op], using: str) -> None:
-    """Send ``ops`` once the current transaction commits; nothing if it rolls back."""
-    transaction.on_commit(partial(send, stream, epoch, ops), using=using)
+    """Send ``ops`` once the current transaction commits; nothing if it rolls back (or if
+    the savepoint they were written in rolls back: Django drops its callbacks)."""
+    pending = _coalescing.get()
+    if pending is None:
+        transaction.on_commit(partial(send, stream, epoch, ops), using=using)
+    else:
+        transaction.on_commit(partial(pending.append, (stream, epoch, ops)), using=using)
+
+
+@contextlib.contextmanager
+def coalesced(using: str) -> Iterator[None]:
+    """Inside the current transaction: the ops written within go out as one message per
+    stream once it commits (consecutive seqs merged), instead of one message per write.
+
+    A batch of mutations applied in one transaction thus rings each stream's group once.
+    """
+    pending: Pending = []
+    token = _coalescing.set(pending)
+    try:
+        yield
+    finally:
+        _coalescing.reset(token)
+    # Registered after the writes' own callbacks, so it runs after they have collected.
+    transaction.on_commit(partial(send_all, pending), using=using)
+
+
+def send_all(pending: Pending) -> None:
+    """Send what :func:`coalesced` collected: runs of consecutive ops, one per stream."""
+    runs: dict[tuple[str, str], list[list[Op]]] = {}
+    for stream, epoch, ops in pending:
+        if not ops:
+            continue
+        stream_runs = runs.setdefault((stream, epoch), [])
+        if stream_runs and stream_runs[-1][-1].seq + 1 == ops[0].seq:
+            stream_runs[-1].extend(ops)
+        else:
+            stream_runs.append(list(ops))
+    for (stream, epoch), stream_runs in runs.items():
+        for run in stream_runs:
+            send(stream, epoch, run)
 
 
 def message(stream: str, epoch: str, ops: list[Op]) -> dict[str, Any]:
