@@ -65,38 +65,54 @@ def coalesced(using: str) -> Iterator[None]:
 
 
 def send_all(pending: Pending) -> None:
-    """Send what :func:`coalesced` collected: runs of consecutive ops, one per stream."""
-    runs: dict[tuple[str, str], list[list[Op]]] = {}
+    """Send what :func:`coalesced` collected: runs of consecutive ops per stream, each run
+    at most a quarter of ``OUTBOX_BYTES`` of encoded ops (a larger op goes alone), so that
+    a batch of big ops still reaches each connection as frames it can be paced by."""
+    limit = max(1, conf.OUTBOX_BYTES // 4)
+    runs: dict[tuple[str, str], list[tuple[list[Op], list[str], int]]] = {}
     for stream, epoch, ops in pending:
-        if not ops:
-            continue
         stream_runs = runs.setdefault((stream, epoch), [])
-        if stream_runs and stream_runs[-1][-1].seq + 1 == ops[0].seq:
-            stream_runs[-1].extend(ops)
-        else:
-            stream_runs.append(list(ops))
+        for op in ops:
+            text = encode_op(op, stream, epoch)
+            if stream_runs:
+                run_ops, texts, size = stream_runs[-1]
+                if run_ops[-1].seq + 1 == op.seq and size + len(text) <= limit:
+                    run_ops.append(op)
+                    texts.append(text)
+                    stream_runs[-1] = (run_ops, texts, size + len(text))
+                    continue
+            stream_runs.append(([op], [text], len(text)))
     for (stream, epoch), stream_runs in runs.items():
-        for run in stream_runs:
-            send(stream, epoch, run)
+        for run_ops, texts, _size in stream_runs:
+            _send_message(stream, run_ops, _message(stream, epoch, run_ops, texts))
 
 
 def message(stream: str, epoch: str, ops: list[Op]) -> dict[str, Any]:
     """The channel-layer message for consecutive ops of one stream, each encoded once."""
+    return _message(stream, epoch, ops, [encode_op(op, stream, epoch) for op in ops])
+
+
+def _message(stream: str, epoch: str, ops: list[Op], texts: list[str]) -> dict[str, Any]:
     return {
         "type": MESSAGE_TYPE,
         "stream": stream,
         "epoch": epoch,
         "first": ops[0].seq,
         "last": ops[-1].seq,
-        "ops": [encode_op(op, stream, epoch) for op in ops],
+        "ops": texts,
     }
 
 
 def send(stream: str, epoch: str, ops: list[Op]) -> None:
     """Send ``ops`` to the stream's group now. Failures are logged, never raised: the ops
     are committed, and subscribers recover what they miss from the log."""
+    if ops:
+        _send_message(stream, ops, message(stream, epoch, ops))
+
+
+def _send_message(stream: str, ops: list[Op], content: dict[str, Any]) -> None:
     alias = conf.CHANNEL_LAYER
-    if alias is None or not ops:
+    if alias is None:
         return
     from channels.layers import get_channel_layer
 
@@ -104,7 +120,7 @@ def send(stream: str, epoch: str, ops: list[Op]) -> None:
         layer = get_channel_layer(alias)
         if layer is None:
             return
-        async_to_sync(layer.group_send)(stream_group(stream), message(stream, epoch, ops))
+        async_to_sync(layer.group_send)(stream_group(stream), content)
     except Exception:
         logger.warning(
             "Could not broadcast ops %s..%s of %s", ops[0].seq, ops[-1].seq, stream, exc_info=True

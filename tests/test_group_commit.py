@@ -3,6 +3,7 @@ falls alone, and each stream's group hears of the batch once."""
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from typing import Any
 
@@ -137,3 +138,23 @@ def test_a_batch_retried_whole_gets_the_stored_results(user, board):
     again = apply(batch, user)
     assert again == first
     assert len(ops(f"board:{board.pk}")) == 5
+
+
+def test_a_batch_of_big_ops_goes_out_in_messages_a_connection_can_be_paced_by(
+    user, board, settings
+):
+    """Runs are at most OUTBOX_BYTES / 4 of encoded ops: a connection that stopped
+    reading meets its bound between them (tests/live/test_slow_consumer.py)."""
+    settings.SYNCAPP = {**settings.SYNCAPP, "OUTBOX_BYTES": 16 * 1024}
+    layer, channel = subscribe(f"board:{board.pk}")
+    batch = [new_card(board, "t", body="x" * 1500) for _ in range(6)]
+    assert [r.status for r in apply(batch, user)] == ["applied"] * 6
+    messages = []
+    while not messages or messages[-1]["last"] < 6:
+        messages.append(receive(layer, channel))
+    assert nothing_waiting(layer, channel)
+    assert len(messages) > 1
+    assert all(sum(len(text) for text in m["ops"]) <= 4 * 1024 for m in messages)
+    bounds = [(m["first"], m["last"]) for m in messages]
+    assert bounds[0][0] == 1
+    assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(bounds))
