@@ -142,3 +142,16 @@ test("batchWindowFor: takes navigator.connection where the browser has one", () 
   const connection = /** @type {any} */ (globalThis.navigator)?.connection;
   ok([0, 50].includes(batchWindowFor(connection)));
 });
+
+test("Batcher: a window with the platform's own setTimeout sends (no Illegal invocation)", async () => {
+  const { batches, send } = recorder();
+  const batcher = new Batcher(send, { windowMs: 5 });
+  batcher.add(1);
+  batcher.add(2);
+  eq(batches, []);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  eq(batches, [[1, 2]]);
+  batcher.add(3);
+  batcher.flush(); // clears the timer it set, with the platform's clearTimeout
+  eq(batches, [[1, 2], [3]]);
+});

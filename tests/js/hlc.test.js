@@ -90,3 +90,13 @@ test("parseClock and compareClocks", () => {
   eq(compareClocks(`${T}:5`, `${T}:5`), 0);
   eq(["9:0", "10:0", "9:10", "9:2"].sort(compareClocks), ["9:0", "9:2", "9:10", "10:0"]);
 });
+
+test("Clock.observeTime: a stamp after the server time of an op seen, with a clock behind", () => {
+  const clock = new Clock({ now: () => T - 3_600_000 }); // an hour behind
+  ok(clock.observeTime(new Date(T).toISOString()));
+  const stamp = clock.tick();
+  ok(compareClocks(stamp, `${T}:999999999`) > 0, stamp);
+  ok(compareClocks(clock.tick(), stamp) > 0);
+  ok(clock.observeTime("2026-11-24T15:04:05.123456Z"), "microseconds, as the server sends them");
+  for (const bad of ["", "yesterday", null, -1, Number.NaN, 10 ** 16]) ok(!clock.observeTime(bad), String(bad));
+});

@@ -71,8 +71,10 @@ export class Batcher {
     this.#send = send;
     this.#windowMs = windowMs;
     this.#maxSize = Math.max(1, maxSize);
-    this.#setTimer = setTimer;
-    this.#clearTimer = clearTimer;
+    // Called as plain functions: a browser's setTimeout called as a method of this object
+    // throws "Illegal invocation", which silently stopped every batch with a window.
+    this.#setTimer = (fn, ms) => setTimer(fn, ms);
+    this.#clearTimer = (timer) => clearTimer(timer);
   }
 
   /** How many items wait. */

@@ -10,6 +10,7 @@
 // event asks the page to log in again.
 
 import { Backoff } from "./backoff.js";
+import { monotonicNow } from "./hlc.js";
 import { TransportError } from "./transports/errors.js";
 import { probe } from "./transports/http.js";
 import { LongPollTransport } from "./transports/longpoll.js";
@@ -219,7 +220,7 @@ export class Connection {
    * @returns {Promise<{kind: "live"|"auth"|"down", transport?: any, status?: number|null, retryAfterMs?: number|null}>}
    */
   async connect() {
-    const now = Date.now();
+    const now = monotonicNow();
     const candidates = this.order.filter(
       (name, index) => index === this.order.length - 1 || !this.blocked.has(name) || now - this.blocked.get(name) > this.upgradeAfterMs,
     );
@@ -244,7 +245,7 @@ export class Connection {
         if (tries === 2) break;
       }
       // The server answers HTTP, so this transport is what does not get through.
-      this.blocked.set(name, Date.now());
+      this.blocked.set(name, monotonicNow());
     }
     return { kind: "down", retryAfterMs };
   }
@@ -260,6 +261,9 @@ export class Connection {
     const ready = new Promise((resolve, reject) => {
       settle = { resolve, reject };
     });
+    // Awaited only while SSE or long-poll open; a later close must not leave it rejected
+    // and unhandled (every closing WebSocket did).
+    ready.catch(() => {});
     const first = [...this.streams][0];
     const wrapped = {
       ...handlers,

@@ -10,6 +10,18 @@
 
 const WIRE_CLOCK = /^(\d{1,15}):(\d{1,9})$/;
 const MAX_COUNTER = 999_999_999;
+const MAX_WALL = 10 ** 15 - 1;
+
+/**
+ * Milliseconds on a clock that only moves forward, at the pace of real time: for
+ * timeouts and intervals (heartbeats, throttling), which must not jump when the
+ * system clock is set forward or back. `performance.now()` where there is one.
+ *
+ * @returns {number}
+ */
+export function monotonicNow() {
+  return globalThis.performance?.now?.() ?? Date.now();
+}
 
 /**
  * A wire clock `"<wall ms>:<counter>"` as numbers, or `null` when it is not one.
@@ -85,5 +97,21 @@ export class Clock {
       this.#counter = counter;
     }
     return true;
+  }
+
+  /**
+   * Take in a wall time from elsewhere (the server's `ts` of an op, as milliseconds or
+   * an ISO 8601 string), so that later stamps order after what that op did, even when
+   * this machine's clock is behind: the time counts as the last stamp of its
+   * millisecond, so the next stamp is past every stamp of that millisecond. Anything
+   * else is ignored.
+   *
+   * @param {unknown} time
+   * @returns {boolean} Whether `time` was a valid time.
+   */
+  observeTime(time) {
+    const ms = typeof time === "string" ? Date.parse(time) : time;
+    if (typeof ms !== "number" || !Number.isFinite(ms) || ms < 0 || ms > MAX_WALL) return false;
+    return this.observe(`${Math.floor(ms)}:${MAX_COUNTER}`);
   }
 }

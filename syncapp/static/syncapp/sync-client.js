@@ -490,6 +490,7 @@ export class SyncClient extends Emitter {
    */
   receiveOps(stream, ops) {
     const handle = this.handleOf(stream);
+    this.observeOps(ops);
     if (this.isLeader) this.tabs.post({ t: "ops", stream, ops });
     const held = this.catchingUp.get(stream);
     if (held) {
@@ -505,6 +506,16 @@ export class SyncClient extends Emitter {
       handle.emit("change", { cause: "op", ops: applied });
     }
     if (stop) this.repair(stream, stop);
+  }
+
+  /**
+   * Move this client's clock past the server time of every op it sees: an edit made
+   * after seeing an op then wins over it under `lww`, even when this machine's clock is
+   * behind (set back, or simply slow).
+   * @param {object[]} ops
+   */
+  observeOps(ops) {
+    for (const op of ops) this.clock.observeTime(op.ts);
   }
 
   /**
@@ -546,6 +557,7 @@ export class SyncClient extends Emitter {
           handle.state.epoch = null;
           continue;
         }
+        this.observeOps(data.ops);
         handle.state.applyOps(data.ops);
         if (data.ops.length < CATCH_UP_PAGE) break;
       }

@@ -5,9 +5,11 @@
  * @module throttle
  */
 
+import { monotonicNow } from "./hlc.js";
+
 /**
  * @typedef {object} ThrottleOptions
- * @property {() => number} [now=Date.now]
+ * @property {() => number} [now=monotonicNow] a clock that does not jump when the system clock is set
  * @property {(fn: () => void, ms: number) => unknown} [setTimer=setTimeout]
  * @property {(timer: any) => void} [clearTimer=clearTimeout]
  */
@@ -34,7 +36,7 @@
 export function throttle(
   fn,
   intervalMs,
-  { now = Date.now, setTimer = setTimeout, clearTimer = clearTimeout } = {},
+  { now = monotonicNow, setTimer = setTimeout, clearTimer = clearTimeout } = {},
 ) {
   let lastRun = -Infinity;
   /** @type {unknown} */

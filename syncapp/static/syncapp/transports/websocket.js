@@ -4,6 +4,7 @@
 // through the handlers the connection gives it. Ordering, gaps and retries are the
 // connection's and the store's business.
 
+import { monotonicNow } from "../hlc.js";
 import { TransportError } from "./errors.js";
 
 /** @typedef {import("./errors.js").TransportHandlers} TransportHandlers */
@@ -70,7 +71,7 @@ export class WebSocketTransport {
         socket.send(JSON.stringify({ type: "hello", client_id: this.clientId, protocol: 1 }));
       };
       socket.onmessage = (event) => {
-        this.lastHeard = Date.now();
+        this.lastHeard = monotonicNow();
         if (typeof event.data !== "string") return;
         let frame;
         try {
@@ -215,11 +216,13 @@ export class WebSocketTransport {
 
   startHeartbeat() {
     this.stopHeartbeat();
-    this.lastHeard = Date.now();
+    // A monotonic clock: setting the system clock must neither kill a healthy
+    // connection (forward) nor stop the pings and the dead-connection check (back).
+    this.lastHeard = monotonicNow();
     const interval = this.heartbeatMs;
-    let lastPing = Date.now();
+    let lastPing = monotonicNow();
     this.timer = setInterval(() => {
-      const now = Date.now();
+      const now = monotonicNow();
       // Two intervals without a frame (pongs included) means the connection is dead,
       // even if the browser has not noticed: a ping went unanswered twice.
       if (now - this.lastHeard > 2 * interval) {
@@ -228,7 +231,7 @@ export class WebSocketTransport {
       }
       if (now - lastPing >= interval) {
         lastPing = now;
-        this.send({ type: "ping", ts: now });
+        this.send({ type: "ping", ts: Date.now() });
       }
     }, Math.max(50, interval / 4));
   }
