@@ -50,6 +50,24 @@ DEFAULTS: dict[str, Any] = {
     # mutate frames per second per connection, and the burst allowed above that rate.
     "MUTATION_RATE": 50,
     "MUTATION_BURST": 100,
+    # Per user (an authenticated user, or an anonymous client's address), shared by all
+    # of the user's connections and requests, across processes when there is Redis
+    # (docs/security.md): mutate frames and mutation requests...
+    "USER_MUTATION_RATE": 100,
+    "USER_MUTATION_BURST": 200,
+    # ...subscribe frames, snapshot, ops and long-poll requests, SSE opens...
+    "USER_READ_RATE": 50,
+    "USER_READ_BURST": 200,
+    # ...and presence frames, per second and in a burst. A rate of None turns it off.
+    "USER_PRESENCE_RATE": 120,
+    "USER_PRESENCE_BURST": 240,
+    # WebSocket connections per process and per user (across processes with Redis);
+    # a handshake past a cap is refused (HTTP 429/503 or close 4429). None: no cap.
+    "MAX_CONNECTIONS": 10_000,
+    "MAX_USER_CONNECTIONS": 50,
+    # Frames of one connection the server may hold unread (daphne queues them without
+    # limit); past this, the server stops reading from the client until half are served.
+    "INBOUND_FRAMES": 256,
     # A connection closes (4503, "resume") once more than this waits to be sent to it.
     "OUTBOX_BYTES": 4 * 1024 * 1024,
     # Origins allowed to open WebSockets; None: the hosts of ALLOWED_HOSTS.
@@ -113,6 +131,19 @@ _POSITIVE_INTS = {
     "PRESENCE_MAX_RATE",
     "PRESENCE_BURST",
     "PRESENCE_MAX_BYTES",
+    "USER_MUTATION_BURST",
+    "INBOUND_FRAMES",
+    "USER_READ_BURST",
+    "USER_PRESENCE_BURST",
+}
+# Positive ints, or None to turn the limit off.
+_OPTIONAL_INTS = {
+    "RETENTION_MAX_OPS",
+    "USER_MUTATION_RATE",
+    "USER_READ_RATE",
+    "USER_PRESENCE_RATE",
+    "MAX_CONNECTIONS",
+    "MAX_USER_CONNECTIONS",
 }
 
 
@@ -157,7 +188,7 @@ def _coerce(name: str, value: Any) -> Any:
             raise ImproperlyConfigured(
                 f"SYNCAPP[{name!r}] must be a timedelta or a number of seconds >= 0, not {value!r}."
             )
-    elif (name in _POSITIVE_INTS or (name == "RETENTION_MAX_OPS" and value is not None)) and (
+    elif (name in _POSITIVE_INTS or (name in _OPTIONAL_INTS and value is not None)) and (
         not isinstance(value, int) or isinstance(value, bool) or value < 1
     ):
         raise ImproperlyConfigured(f"SYNCAPP[{name!r}] must be a positive int, not {value!r}.")

@@ -19,7 +19,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth.models import AnonymousUser
 
-from syncapp import encoding, mutations, permissions, presence
+from syncapp import encoding, limits, mutations, permissions, presence
 from syncapp.conf import conf
 from syncapp.exceptions import PayloadTooLarge, SyncError
 from syncapp.hub import Hub, get_hub
@@ -49,6 +49,14 @@ CLOSE_PROTOCOL = 4400
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TIMEOUT = 4408
 CLOSE_SLOW = 4503
+# Refused past a connection cap, where the server cannot answer the handshake with an
+# HTTP status (daphne): 1013 "try again later" for the process's cap, 4429 for the user's.
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_TOO_MANY_CONNECTIONS = 4429
+# Seconds a client refused by a connection cap is told to wait (Retry-After).
+CAP_RETRY_AFTER = 5
+# The ASGI extension that lets a consumer answer a handshake with an HTTP response.
+DENIAL_EXTENSION = "websocket.http.response"
 # Seconds a close frame may take to get past what a slow client has not read yet.
 CLOSE_GRACE = 5.0
 
@@ -95,6 +103,26 @@ class ServerSocket:
         offset = int(getattr(self.transport, "offset", 0))
         return len(buffer) - offset + int(getattr(self.transport, "_tempDataLen", 0))
 
+    def inbound(self) -> int:
+        """Frames from the client that the server queued for the consumer (daphne's queue
+        has no bound: a client that sends faster than it is served would fill memory)."""
+        queue = getattr(self.protocol, "application_queue", None)
+        return queue.qsize() if isinstance(queue, asyncio.Queue) else 0
+
+    def pause_reading(self) -> bool:
+        """Stop reading from the client's socket (TCP pushes back on it); False if this
+        server's transport cannot."""
+        pause = getattr(self.transport, "pauseProducing", None)
+        if pause is None:
+            return False
+        pause()
+        return True
+
+    def resume_reading(self) -> None:
+        resume = getattr(self.transport, "resumeProducing", None)
+        if resume is not None:
+            resume()
+
     def allow_close_behind_backlog(self, seconds: float) -> None:
         """Give the close frame time to get through what the client has not read yet
         (autobahn drops the connection 1 s after a close frame by default)."""
@@ -120,6 +148,19 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
 
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        """Close with ``code``. daphne's WebSocket layer (autobahn) only lets applications
+        close with 1000 or 3000-4999: the protocol's 1009, 1011, 1012 and 1013 would raise
+        inside it, and the client would get 1011. Those go out as the close frame itself
+        (tests/live/test_hostile_wire.py)."""
+        socket = getattr(self, "socket", None)
+        send_frame = getattr(socket and socket.protocol, "sendCloseFrame", None)
+        reserved = isinstance(code, int) and not isinstance(code, bool) and code < 3000
+        if reserved and code != 1000 and send_frame is not None:
+            send_frame(code=code, reasonUtf8=(reason or "").encode()[:123] or None, isReply=False)
+            return
+        await super().close(code, reason)
+
     # lifecycle
 
     async def connect(self) -> None:
@@ -134,6 +175,7 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.outbox: deque[str] = deque()
         self.outbox_bytes = 0
         self.socket = ServerSocket(self.scope.get(SERVER_SEND))
+        self.reading_paused = False
         self.wake = asyncio.Event()
         self.drained = asyncio.Event()
         self.mutation_bucket = TokenBucket(conf.MUTATION_RATE, conf.MUTATION_BURST, self.hub.timer)
@@ -142,6 +184,10 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         )
         # This connection's member id in every stream's presence.
         self.connection_id = secrets.token_hex(8)
+        client = self.scope.get("client") or (None,)
+        self.ident = limits.identity(self.user, client[0])
+        if not await self._take_slots():
+            return
         await self.accept()
         if self.scope.get(AUTH_ERROR):
             self.closing = True  # frames already on their way are not acted on
@@ -151,8 +197,66 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.hub.connections.add(self)
         self.hub.watch_heartbeats()
 
+    async def _take_slots(self) -> bool:
+        """Take a slot of the process's and of the user's connection caps, or refuse the
+        handshake: with 503/429 and Retry-After where the server can answer it with an
+        HTTP response, else by closing at once with 1013/4429 after an ``error`` frame
+        that says why. False when refused."""
+        if not limits.reserve_process_slot(self.connection_id):
+            await self._refuse(
+                503,
+                CLOSE_TRY_AGAIN_LATER,
+                "server_busy",
+                f"This server holds its most connections ({conf.MAX_CONNECTIONS}).",
+            )
+            return False
+        self.slots_held = True
+        if not await limits.acquire_user_slot(self.ident, self.connection_id):
+            await self._release_slots()
+            await self._refuse(
+                429,
+                CLOSE_TOO_MANY_CONNECTIONS,
+                "too_many_connections",
+                f"You hold the most connections allowed ({conf.MAX_USER_CONNECTIONS}).",
+            )
+            return False
+        return True
+
+    async def _refuse(self, status: int, close_code: int, code: str, message: str) -> None:
+        self.closing = True
+        logger.info("Refused a WebSocket of %s: %s", self.ident, code)
+        if DENIAL_EXTENSION in (self.scope.get("extensions") or {}):
+            body = encoding.dumps(
+                {"type": "about:blank", "status": status, "code": code, "detail": message}
+            ).encode()
+            headers = [
+                (b"content-type", b"application/problem+json"),
+                (b"retry-after", str(CAP_RETRY_AFTER).encode()),
+            ]
+            raw_send = super(AsyncWebsocketConsumer, self).send  # the ASGI send itself
+            await raw_send(
+                {"type": "websocket.http.response.start", "status": status, "headers": headers}
+            )
+            await raw_send({"type": "websocket.http.response.body", "body": body})
+            return
+        # daphne answers a refused handshake with a bare 403, which clients must take as
+        # final (a foreign Origin): accept, say why, close with a code worth a retry.
+        await self.accept()
+        frame = {"type": "error", "code": code, "message": message}
+        await self.send(
+            text_data=encoding.dumps({**frame, "retry_after_ms": CAP_RETRY_AFTER * 1000})
+        )
+        await self.close(close_code, message[:120])
+
+    async def _release_slots(self) -> None:
+        if getattr(self, "slots_held", False):
+            self.slots_held = False
+            limits.release_process_slot(self.connection_id)
+            await limits.release_user_slot(self.ident, self.connection_id)
+
     async def disconnect(self, code: int) -> None:
         self.closing = True
+        await self._release_slots()
         hub = getattr(self, "hub", None)
         if hub is not None:
             hub.connections.discard(self)
@@ -239,12 +343,27 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.last_seen = self.hub.timer()
         if self.closing:
             return
+        # Backpressure: a client that sends faster than it is served is not read for a while.
+        if (
+            not self.reading_paused
+            and self.socket.inbound() > conf.INBOUND_FRAMES
+            and self.socket.pause_reading()
+        ):
+            self.reading_paused = True
+            self.spawn(self._resume_reading())
         if text_data is None:
             self.push_error(
                 "binary_unsupported", "Frames are JSON text; binary frames are refused."
             )
             return
-        if len(text_data) > conf.MAX_FRAME_BYTES or len(text_data.encode()) > conf.MAX_FRAME_BYTES:
+        try:
+            too_big = len(text_data) > conf.MAX_FRAME_BYTES or (
+                len(text_data.encode()) > conf.MAX_FRAME_BYTES
+            )
+        except UnicodeEncodeError:  # lone surrogates: not UTF-8 (tests/test_hostile_input.py)
+            self.push_error("parse_error", "The frame is not valid UTF-8.")
+            return
+        if too_big:
             self.closing = True
             await self.close(CLOSE_TOO_BIG)
             return
@@ -315,6 +434,16 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def subscribe(self, frame: SubscribeFrame) -> None:
         stream = frame.stream
+        wait = await limits.atake("read", self.ident)
+        if wait:
+            self.push_error(
+                "rate_limited",
+                "Too many subscribes and reads; retry later.",
+                frame.ref,
+                stream=stream,
+                retry_after_ms=int(wait * 1000) + 1,
+            )
+            return
         allowed = await database_sync_to_async(permissions.get_permission().can_read)(
             self.user, stream
         )
@@ -389,7 +518,7 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 stream=frame.stream,
             )
             return
-        wait = self.presence_bucket.take()
+        wait = self.presence_bucket.take() or await limits.atake("presence", self.ident)
         if wait:
             self.push_error(
                 "rate_limited",
@@ -404,7 +533,7 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         await self.hub.presence.set(frame.stream, self.connection_id, info, frame.state)
 
     async def mutate(self, frame: MutateFrame) -> None:
-        wait = self.mutation_bucket.take()
+        wait = self.mutation_bucket.take() or await limits.atake("mutate", self.ident)
         if wait:
             self.push_error(
                 "rate_limited",
@@ -425,6 +554,14 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             ack["ref"] = frame.ref
         self.push_frame(ack)
 
+    async def _resume_reading(self) -> None:
+        try:
+            while not self.closing and self.socket.inbound() > conf.INBOUND_FRAMES // 2:
+                await asyncio.sleep(0.01)
+        finally:
+            self.reading_paused = False
+            self.socket.resume_reading()
+
     # heartbeats
 
     def check_heartbeat(self, now: float) -> None:
@@ -432,6 +569,9 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if not self.closing and now - self.last_seen > limit:
             self.closing = True
             self.spawn(self.close(CLOSE_TIMEOUT))
+        elif not self.closing and conf.MAX_USER_CONNECTIONS is not None:
+            # Called every half heartbeat: the user's slot outlives three of these.
+            self.spawn(limits.renew_user_slot(self.ident, self.connection_id))
 
     async def _close_after_flush(self, code: int) -> None:
         self.drained.clear()

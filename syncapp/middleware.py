@@ -30,7 +30,12 @@ class SyncOriginValidator(OriginValidator):  # type: ignore[misc]
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         origin = _header(scope, b"origin")
-        if self.allowed(urlparse(origin) if origin else None, _header(scope, b"host")):
+        if self.allowed(urlparse(origin) if origin else None, _header(scope, b"host")) or (
+            not origin and _has_token(scope)
+        ):
+            # Browsers always send Origin on a WebSocket handshake: a missing one is a
+            # client of another kind, let in only with a ?token=, which then authenticates
+            # it instead of any session cookie (docs/security.md).
             return await self.application({**scope, SERVER_SEND: send}, receive, send)
         return await WebsocketDenier()(scope, receive, send)
 
@@ -81,6 +86,11 @@ def _user(user_id: str) -> Any:
     if user is None or not user.is_active:
         raise tokens.InvalidToken("No such active user.")
     return user
+
+
+def _has_token(scope: dict[str, Any]) -> bool:
+    query = parse_qs(scope.get("query_string", b"").decode("latin1"))
+    return bool((query.get("token") or [None])[-1])
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str:

@@ -47,6 +47,7 @@ logger = logging.getLogger("syncapp.sse")
 PREFIX = "syncapp:"
 EVENT_TYPE = "message"
 _LAST_ID = re.compile(r"^[0-9]{1,19}$")
+MAX_SEQ = 2**63 - 1  # as everywhere else: a seq is a signed 64-bit integer
 _EVENT_ID = re.compile(r"^event: (message|stream-reset)\nid: \S*:([0-9]+)$", re.MULTILINE)
 _EPOCH = re.compile(r'^data: \{"stream":"[^"]*","epoch":"([^"]*)"', re.MULTILINE)
 
@@ -175,7 +176,9 @@ def _denied_readers(stream: str, user_id: Any) -> list[Any]:
     denied = []
     for reader in readers:
         user = AnonymousUser() if reader == "anonymous" else users.get(reader)
-        if user is None or not permission.can_read(user, stream):
+        if user is None or not getattr(user, "is_active", True):
+            denied.append(reader)  # as permissions.can_still_read: an inactive user is nobody
+        elif not permission.can_read(user, stream):
             denied.append(reader)
     return denied
 
@@ -214,6 +217,12 @@ async def _once(
         text = chunk.decode() if isinstance(chunk, bytes) else str(chunk)
         kept = []
         for block in text.split("\n\n"):
+            if block.startswith("event: stream-error"):
+                # django-eventstream goes on reading after it reports an error (a kicked
+                # reader whose stale user the hook still accepts): the error ends it.
+                kept.append(block)
+                yield "\n\n".join(kept).encode() + b"\n\n"
+                return
             match = _EVENT_ID.search(block)
             if match is not None:
                 seq = int(match[2])
@@ -274,7 +283,7 @@ def _position(request: HttpRequest, channel: str) -> int | None:
     for part in filter(None, value.split(",")):
         name, _, last = part.rpartition(":")
         if unquote(name) == channel:
-            if not _LAST_ID.match(last.strip()):
+            if not _LAST_ID.match(last.strip()) or int(last) > MAX_SEQ:
                 raise InvalidInput(
                     "Last-Event-ID must be <channel>:<seq>.", code="invalid_position"
                 )

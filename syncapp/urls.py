@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from django.urls import URLPattern, URLResolver, path
+from django.urls import URLPattern, URLResolver, path, re_path
 from rest_framework.routers import SimpleRouter
 
 from syncapp import registry, sse
@@ -40,4 +40,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     *_model_routes(),
     path("api/models/<str:label>/", views.UnknownModelView.as_view()),
     path("api/models/<str:label>/<str:pk>/", views.UnknownModelView.as_view()),
+    # Anything else under api/ (a path parameter of the wrong type, a typo) is a 404
+    # problem, like every other answer of the API, not Django's HTML page.
+    re_path(r"^api/(?P<rest>.*)$", views.UnknownModelView.as_view()),
 ]

@@ -38,6 +38,14 @@ def _needs_postgresql(request):
         )
 
 
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    """Each test starts with full per-user buckets (user pks repeat across tests)."""
+    from syncapp import limits
+
+    limits.reset()
+
+
 @pytest.fixture
 def redis_url():
     parsed = urlparse(REDIS_URL)

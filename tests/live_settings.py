@@ -6,6 +6,7 @@ intervals so that recovery is quick and a small outbox so that a slow consumer i
 off after a few frames.
 """
 
+import json
 import os
 from typing import Any
 
@@ -31,9 +32,12 @@ CHANNEL_LAYERS: dict[str, dict[str, Any]] = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [os.environ["SYNCAPP_LIVE_REDIS_URL"]],
-            "capacity": 10_000,
+            "hosts": [{"address": os.environ["SYNCAPP_LIVE_REDIS_URL"], "socket_timeout": 10}],
+            # The fault tests (tests/live/test_faults.py) shrink these for their own
+            # processes: a tiny capacity overflows, a short group_expiry forgets members.
+            "capacity": int(os.environ.get("SYNCAPP_LIVE_LAYER_CAPACITY", "10000")),
             "expiry": 60,
+            "group_expiry": int(os.environ.get("SYNCAPP_LIVE_GROUP_EXPIRY", "86400")),
         },
     }
 }
@@ -48,6 +52,12 @@ SYNCAPP: dict[str, Any] = {
     "PRESENCE_TTL": 2.0,
     "OUTBOX_BYTES": 64 * 1024,
 }
+# A test module may set more (tests/live/test_abuse.py: tight rate limits).
+SYNCAPP.update(json.loads(os.environ.get("SYNCAPP_LIVE_SYNCAPP", "{}")))
+
+# tests/testapp/faults.py: a card saved with this title SIGKILLs its process right after
+# the commit (empty: off). Only the processes of tests/live/test_faults.py set it.
+SYNCAPP_TEST_KILL_ON_TITLE = os.environ.get("SYNCAPP_LIVE_KILL_TITLE", "")
 
 # What the hub and the transports log ends up in the process's stderr, which the tests
 # print when they fail.

@@ -149,7 +149,7 @@ def test_a_batch_of_big_ops_goes_out_in_messages_a_connection_can_be_paced_by(
     layer, channel = subscribe(f"board:{board.pk}")
     batch = [new_card(board, "t", body="x" * 1500) for _ in range(6)]
     assert [r.status for r in apply(batch, user)] == ["applied"] * 6
-    messages = []
+    messages: list[dict[str, Any]] = []
     while not messages or messages[-1]["last"] < 6:
         messages.append(receive(layer, channel))
     assert nothing_waiting(layer, channel)

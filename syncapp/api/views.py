@@ -19,6 +19,7 @@ from syncapp import encoding, longpoll, mutations, oplog, permissions, resolutio
 from syncapp.api.parsers import MsgspecJSONParser
 from syncapp.api.problems import PROBLEM, exception_handler, problem
 from syncapp.api.renderers import MsgspecJSONRenderer
+from syncapp.api.throttles import ThrottleMixin
 from syncapp.conf import conf
 from syncapp.exceptions import (
     InvalidInput,
@@ -52,8 +53,8 @@ ERRORS: dict[Any, Any] = {
 }
 
 
-class SyncAPIMixin:
-    """msgspec bodies, problem+json errors."""
+class SyncAPIMixin(ThrottleMixin):
+    """msgspec bodies, problem+json errors, the per-user rate limits."""
 
     parser_classes: Any = [MsgspecJSONParser]
     renderer_classes: Any = [MsgspecJSONRenderer]
@@ -260,9 +261,18 @@ class WsTokenView(SyncAPIView):
 
 @extend_schema(exclude=True)
 class UnknownModelView(SyncAPIView):
-    """``api/models/<label>/`` for a label that is not a synced model: a 404 problem."""
+    """``api/models/<label>/`` for a label that is not a synced model, and any other path
+    under ``api/`` that names no endpoint: a 404 problem."""
 
-    def dispatch_unknown(self, request: Request, label: str, pk: str | None = None) -> Response:
+    def dispatch_unknown(
+        self,
+        request: Request,
+        label: str | None = None,
+        pk: str | None = None,
+        rest: str | None = None,
+    ) -> Response:
+        if label is None:
+            raise NotFound("No such endpoint.")
         raise NotFound(f"{label!r} is not a synced model.")
 
     get = post = put = patch = delete = dispatch_unknown

@@ -25,10 +25,11 @@ from rest_framework import viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from syncapp import mutations, permissions, registry, writer
+from syncapp import mutations, oplog, permissions, registry, writer
 from syncapp.api.parsers import MsgspecJSONParser
 from syncapp.api.problems import PROBLEM, exception_handler, problem
 from syncapp.api.renderers import MsgspecJSONRenderer
+from syncapp.api.throttles import ThrottleMixin
 from syncapp.api.views import ERRORS, idempotency_key
 from syncapp.exceptions import Gone, InvalidInput, MutationRejected, NotFound, http_status
 from syncapp.mixins import SyncModel
@@ -46,7 +47,7 @@ class _Schema(AutoSchema):
         return False  # `list` answers {objects: [...]}, not a bare array
 
 
-class SyncModelViewSet(viewsets.ViewSet):
+class SyncModelViewSet(ThrottleMixin, viewsets.ViewSet):
     """REST for one synced model; :func:`viewset_for` makes one per model."""
 
     spec: SyncSpec
@@ -63,6 +64,7 @@ class SyncModelViewSet(viewsets.ViewSet):
         stream = request.query_params.get("stream")
         if not stream:
             raise InvalidInput("Name the stream to list: ?stream=<name>.", code="invalid")
+        oplog.validate_stream_name(stream)
         permissions.check_read(request.user, stream)
         rows = self.spec.model._base_manager.filter(sync_stream=stream).order_by("pk")
         return Response(ObjectList(objects=[writer.object_state(self.spec, o) for o in rows]))

@@ -1,0 +1,73 @@
+"""DRF throttles over syncapp's per-user buckets (:mod:`syncapp.limits`).
+
+They draw from the same buckets as the WebSocket's frames, so a user's tabs, devices and
+transports share one budget, in every process when there is Redis. A refusal is a 429
+problem with ``code: "rate_limited"`` and a ``Retry-After`` header.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NoReturn
+
+from rest_framework import exceptions
+from rest_framework.request import Request
+from rest_framework.throttling import BaseThrottle
+
+from syncapp import limits
+
+
+class RateLimited(exceptions.Throttled):
+    """A 429 whose code says what the WebSocket's ``error`` frames say."""
+
+    default_code = "rate_limited"
+
+    def __init__(self, wait: float | None = None) -> None:
+        super().__init__(math.ceil(wait) if wait else None, detail="Too many requests.")
+
+
+class UserThrottle(BaseThrottle):
+    """One of the per-user buckets; ``kind`` names it."""
+
+    kind = "read"
+
+    def __init__(self) -> None:
+        self.waited = 0.0
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        ident = limits.identity(getattr(request, "user", None), self.get_ident(request))
+        self.waited = limits.take(self.kind, ident)
+        return not self.waited
+
+    def wait(self) -> float | None:
+        return self.waited or None
+
+
+class MutationThrottle(UserThrottle):
+    """Mutation requests: the ``mutate`` bucket (``USER_MUTATION_RATE``)."""
+
+    kind = "mutate"
+
+
+class ReadThrottle(UserThrottle):
+    """Snapshot, ops and long-poll requests, SSE opens: the ``read`` bucket."""
+
+    kind = "read"
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class ThrottleMixin:
+    """For syncapp's views: the project's DRF throttles, then the user's ``read`` bucket
+    for safe methods and ``mutate`` bucket for the others; a refusal is a 429
+    ``rate_limited`` problem with Retry-After."""
+
+    def get_throttles(self) -> list[BaseThrottle]:
+        request = getattr(self, "request", None)
+        method = getattr(request, "method", "GET") or "GET"
+        mine = ReadThrottle() if method.upper() in SAFE_METHODS else MutationThrottle()
+        return [*super().get_throttles(), mine]  # type: ignore[misc]
+
+    def throttled(self, request: Request, wait: float) -> NoReturn:
+        raise RateLimited(wait)
