@@ -412,8 +412,9 @@ class SyncClient:
             handle = self._streams.get(frame.stream)
         if handle is None:
             logger.warning("The server sent error %s: %s", frame.code, frame.message)
-        elif frame.code in RETRYABLE_FRAME_ERRORS:
-            delay = self.backoff.delay(0)
+        elif frame.code in RETRYABLE_FRAME_ERRORS or frame.code == "rate_limited":
+            # A rate limit says how long to wait; an internal error gets a short backoff.
+            delay = max(self.backoff.delay(0), (frame.retry_after_ms or 0) / 1000)
             self._later(delay, lambda: self._resubscribe(session, handle))
         else:
             del self._streams[handle.name]

@@ -263,6 +263,18 @@ async def test_client_subscribe_internal_error_is_retried(server, make_client, s
     assert sleep.delays == [0.005]
 
 
+async def test_client_rate_limited_subscribe_is_retried_after_the_wait(
+    server, make_client, sleep
+):
+    server.refuse_subscribe = [{"code": "rate_limited", "retry_after_ms": 250}]
+    client = make_client(server.url)
+    await client.connect()
+    handle = await client.subscribe("s")
+    assert handle.live
+    assert len(server.frames("subscribe")) == 2
+    assert sleep.delays == [0.25]
+
+
 async def test_client_too_many_subscriptions_raises(server, make_client):
     server.refuse_subscribe = [{"code": "too_many_subscriptions", "message": "100"}]
     client = make_client(server.url)
