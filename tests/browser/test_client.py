@@ -377,3 +377,42 @@ async def test_a_fallback_moves_back_up_when_the_websocket_works_again(
     other = await writer(new_context, login)
     await create_todo(other, "after the upgrade")
     await wait_title(page, "after the upgrade")
+
+
+async def test_a_rate_limited_subscribe_is_sent_again_after_the_wait(
+    new_context: NewContext, login: Login
+) -> None:
+    """The server's per-user read limit refuses a subscribe with ``rate_limited`` and
+    ``retry_after_ms``: the client asks again after that wait and the stream loads."""
+    context = await new_context()
+    subscribes: list[float] = []
+
+    def route(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+
+        def from_page(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if frame.get("type") == "subscribe" and frame["stream"].startswith("todos.list:"):
+                subscribes.append(time.monotonic())
+                if len(subscribes) == 1:
+                    refusal = {
+                        "type": "error",
+                        "code": "rate_limited",
+                        "message": "Too many subscribes and reads; retry later.",
+                        "stream": frame["stream"],
+                        "ref": frame.get("ref"),
+                        "retry_after_ms": 300,
+                    }
+                    ws.send(json.dumps(refusal))
+                    return
+            server.send(message)
+
+        ws.on_message(from_page)
+
+    await context.route_web_socket("**/sync/ws/**", route)
+    page = await blank_page(context, login)
+    await start(page, persist=False)
+    await wait_state(page, "live", "websocket")
+    await page.wait_for_function("() => window.t.handle.position !== null")
+    assert len(subscribes) == 2
+    assert subscribes[1] - subscribes[0] >= 0.3

@@ -18,6 +18,7 @@ import { StreamState } from "./store.js";
 import { Tabs } from "./tabs.js";
 import { throttle } from "./throttle.js";
 import { apiUrl, csrfToken, fetchSnapshot, requestJSON } from "./transports/http.js";
+import { SUBSCRIBE_REF } from "./transports/websocket.js";
 
 export { TransportError } from "./transports/errors.js";
 
@@ -816,7 +817,12 @@ export class SyncClient extends Emitter {
   /** @param {{code: string, message: string, stream?: string}} frame */
   serverError(frame) {
     if (frame.code === "not_authenticated" || frame.code === "permission_denied") this.authNeeded({ status: frame.code, stream: frame.stream });
-    else this.emit("error", frame);
+    else if (frame.ref === SUBSCRIBE_REF && frame.stream && (frame.code === "rate_limited" || frame.code === "internal_error")) {
+      // A transient refusal of a subscribe (the per-user read limit): ask again after
+      // the wait the server gave, or a second for an internal error.
+      const stream = frame.stream;
+      setTimeout(() => this.connection?.resubscribe(stream), frame.retry_after_ms ?? 1000);
+    } else this.emit("error", frame);
   }
 
   // -- page lifecycle, service worker ----------------------------------------------------

@@ -7,6 +7,9 @@
 import { monotonicNow } from "../hlc.js";
 import { TransportError } from "./errors.js";
 
+/** The ref of every subscribe frame: an error frame carrying it refused a subscribe. */
+export const SUBSCRIBE_REF = "subscribe";
+
 /** @typedef {import("./errors.js").TransportHandlers} TransportHandlers */
 
 const OPEN_TIMEOUT_MS = 8000;
@@ -176,7 +179,8 @@ export class WebSocketTransport {
    * @param {{epoch: string, seq: number}|null} position
    */
   subscribe(stream, position) {
-    const frame = { type: "subscribe", stream };
+    // The ref comes back on an error frame that refuses this subscribe (rate_limited).
+    const frame = { type: "subscribe", stream, ref: SUBSCRIBE_REF };
     if (position && position.epoch) frame.after = { epoch: position.epoch, seq: position.seq };
     this.send(frame);
   }
