@@ -2,6 +2,8 @@
 
 - ``/sync/ws/``: syncapp's WebSocket (``syncapp.routing.websocket_application``).
 - ``/plain/ws/?stream=<stream>``: :class:`PlainConsumer`, what people write by hand.
+- ``/bare/ws/``: :class:`BareConsumer`, a Channels consumer that only accepts (the memory
+  baseline).
 - HTTP: the test project (syncapp's REST API under ``/sync/``).
 """
 
@@ -57,13 +59,27 @@ class PlainConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         return
 
 
-plain = URLRouter([path("plain/ws/", PlainConsumer.as_asgi())])
+class BareConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+    """The least a Channels WebSocket consumer holds: accepted, in no group, idle."""
+
+    async def connect(self) -> None:
+        await self.accept()
+        await self.send_json({"type": "subscribed"})
+
+
+plain = URLRouter(
+    [
+        path("plain/ws/", PlainConsumer.as_asgi()),
+        path("bare/ws/", BareConsumer.as_asgi()),
+    ]
+)
 sync = websocket_application(prefix="sync/")
 
 
 async def websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """``/plain/...`` to the plain consumer (no Origin check, no auth), the rest to syncapp."""
-    app = plain if scope["path"].startswith("/plain/") else sync
+    """``/plain/...`` and ``/bare/...`` to the hand-written consumers (no Origin check, no
+    auth), the rest to syncapp."""
+    app = plain if scope["path"].startswith(("/plain/", "/bare/")) else sync
     await app(scope, receive, send)
 
 

@@ -3,7 +3,8 @@ JSON lines on stdin, answering with one JSON line on stdout per command.
 
 ``python -m benchmarks.clients KIND URL ORIGIN STREAM COUNT`` where KIND is ``syncapp``
 (protocol 1: hello, subscribe, resume with ``after``), ``plain`` (the plain Channels
-consumer) or ``floor`` (the bare ``websockets`` server).
+consumer), ``bare`` (a consumer that only accepts) or ``floor`` (the bare ``websockets``
+server).
 
 Commands (``{"cmd": ...}``):
 

@@ -63,21 +63,87 @@ def processes_for(subscribers: int) -> int:
     return max(1, min(4, math.ceil(subscribers / 250)))
 
 
+def url_for(kind: str, port: int) -> str:
+    if kind == "syncapp":
+        return f"ws://127.0.0.1:{port}/sync/ws/"
+    if kind in ("plain", "bare"):
+        return f"ws://127.0.0.1:{port}/{kind}/ws/?stream={harness.STREAM}"
+    return f"ws://127.0.0.1:{port}/"
+
+
+class Groups:
+    """Client groups spread evenly over several server processes, asked as one."""
+
+    def __init__(self, kind: str, servers: list[Any], subscribers: int) -> None:
+        shares = [
+            subscribers // len(servers) + (1 if i < subscribers % len(servers) else 0)
+            for i in range(len(servers))
+        ]
+        self.groups = [
+            harness.ClientGroup(
+                kind, url_for(kind, server.port), server.origin, share, processes_for(share)
+            )
+            for server, share in zip(servers, shares, strict=True)
+            if share
+        ]
+
+    async def start(self) -> None:
+        for group in self.groups:
+            await group.start()
+
+    async def connect(self, parallel: int) -> None:
+        await asyncio.gather(*(g.connect(parallel=parallel) for g in self.groups))
+
+    async def arm(self, first: int, count: int) -> None:
+        await asyncio.gather(*(g.arm(first, count) for g in self.groups))
+
+    async def collect(self, timeout: float) -> harness.Received:
+        received = harness.Received()
+        for got in await asyncio.gather(*(g.collect(timeout) for g in self.groups)):
+            for index, times in got.times.items():
+                received.times.setdefault(index, []).extend(times)
+            received.missing += got.missing
+            received.gaps += got.gaps
+            received.problems.extend(got.problems)
+        return received
+
+    async def stop(self) -> None:
+        for group in self.groups:
+            await group.stop()
+
+
+class Usages:
+    """CPU and RSS summed over several server processes."""
+
+    def __init__(self, servers: list[Any]) -> None:
+        self.each = [Usage(server.proc.pid) for server in servers]
+
+    def cpu(self) -> float:
+        return sum(u.cpu() for u in self.each)
+
+    def rss(self) -> int:
+        return sum(u.rss() for u in self.each)
+
+
 async def measure(
-    peer: Peer, server: Any, subscribers: int, burst: int, paced: int, first: int
+    peer: Peer,
+    servers: Any,
+    subscribers: int,
+    burst: int,
+    paced: int,
+    first: int,
+    max_wait: float | None = None,
 ) -> dict[str, Any]:
-    usage = Usage(server.proc.pid)
-    if peer.kind == "syncapp":
-        url = f"ws://127.0.0.1:{server.port}/sync/ws/"
-    elif peer.kind == "plain":
-        url = f"ws://127.0.0.1:{server.port}/plain/ws/?stream={harness.STREAM}"
-    else:
-        url = f"ws://127.0.0.1:{server.port}/"
+    """Subscribers spread over ``servers`` (one server or several sharing a Redis layer);
+    the writer writes through the first. ``max_wait`` caps each phase's wait for the
+    deliveries (what has not arrived by then counts as missing)."""
+    if not isinstance(servers, list):
+        servers = [servers]
+    server = servers[0]
+    usage = Usages(servers)
     writer = harness.FloorWriter(server) if peer.kind == "floor" else harness.SyncWriter(server)
     await writer.open()
-    group = harness.ClientGroup(
-        peer.kind, url, server.origin, subscribers, processes_for(subscribers)
-    )
+    group = Groups(peer.kind, servers, subscribers)
     await group.start()
     try:
         await asyncio.sleep(0.5)
@@ -93,6 +159,8 @@ async def measure(
         for i in range(first, first + burst):
             await writer.write(i)
         timeout = max(30.0, burst * subscribers / 300)
+        if max_wait is not None:
+            timeout = min(timeout, max_wait)
         got = await group.collect(timeout)
         cpu = usage.cpu() - cpu0
         elapsed = got.last() - t0
@@ -113,7 +181,8 @@ async def measure(
             await writer.write(i)
             t += interval
             await asyncio.sleep(max(0.0, t - time.monotonic()))
-        got = await group.collect(max(30.0, paced * subscribers / 300))
+        timeout = max(30.0, paced * subscribers / 300)
+        got = await group.collect(timeout if max_wait is None else min(timeout, max_wait))
         latencies = got.latencies(sent)
         lost += got.missing
         gaps += got.gaps

@@ -328,6 +328,7 @@ class SyncWriter:
         self.acked = asyncio.Event()
         self.last_ack_at = math.nan
         self.task: asyncio.Task[None] | None = None
+        self.pinger: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         self.ws = await connect(
@@ -342,6 +343,14 @@ class SyncWriter:
         welcome = json.loads(await self.ws.recv())
         assert welcome["type"] == "welcome", welcome
         self.task = asyncio.create_task(self._read(self.ws))
+        self.pinger = asyncio.create_task(self._ping(self.ws))
+
+    async def _ping(self, ws: ClientConnection) -> None:
+        """Heartbeats, so that a long wait for slow peers does not time the writer out."""
+        with contextlib.suppress(websockets.ConnectionClosed):
+            while True:
+                await asyncio.sleep(20)
+                await ws.send('{"type":"ping","ts":0}')
 
     async def _read(self, ws: ClientConnection) -> None:
         with contextlib.suppress(websockets.ConnectionClosed):
@@ -378,6 +387,8 @@ class SyncWriter:
             raise RuntimeError(f"mutations not applied: {bad[:3]}")
 
     async def close(self) -> None:
+        if self.pinger is not None:
+            self.pinger.cancel()
         if self.ws is not None:
             await self.ws.close()
         if self.task is not None:

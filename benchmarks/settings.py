@@ -3,11 +3,13 @@
 - ``BENCH_DB``: ``sqlite`` (default; the file ``BENCH_SQLITE_PATH``) or ``postgresql``
   (the database ``BENCH_PG_NAME`` on ``SYNCAPP_TEST_PG_*``, which the harness creates and
   drops).
-- ``BENCH_LAYER``: ``memory`` (default, the in-memory channel layer) or ``redis``
-  (``RedisChannelLayer`` on ``BENCH_REDIS_URL``, default redis://127.0.0.1:6379/0).
+- ``BENCH_LAYER``: ``memory`` (default, the in-memory channel layer), ``redis``
+  (``RedisChannelLayer`` on ``BENCH_REDIS_URL``, default redis://127.0.0.1:6379/0) or
+  ``redis-pubsub`` (``RedisPubSubChannelLayer`` on the same).
 
 Anyone may read and write (``benchmarks.permissions.Open``), and the per-connection
-mutation rate limit is lifted, so that a single writer connection can burst.
+mutation rate limit, the per-user limits and the connection caps are lifted, so that a
+single writer connection can burst and thousands of clients of one address connect.
 """
 
 import os
@@ -62,10 +64,25 @@ if LAYER == "redis":
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")],
+                "hosts": [
+                    {
+                        "address": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+                        "socket_timeout": 10,
+                        # redis-py 8's async pool refuses past its limit ("Too many
+                        # connections") when hundreds of consumers group_add at once.
+                        "max_connections": 2000,
+                    }
+                ],
                 "capacity": 10_000,
                 "expiry": 60,
             },
+        }
+    }
+elif LAYER == "redis-pubsub":
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")]},
         }
     }
 elif LAYER == "memory":
@@ -76,13 +93,20 @@ elif LAYER == "memory":
         }
     }
 else:
-    raise RuntimeError(f"BENCH_LAYER must be memory or redis, not {LAYER!r}")
+    raise RuntimeError(f"BENCH_LAYER must be memory, redis or redis-pubsub, not {LAYER!r}")
 
 SYNCAPP: dict[str, Any] = {
     **base.SYNCAPP,
     "PERMISSION_CLASS": "benchmarks.permissions.Open",
     "MUTATION_RATE": 1_000_000,
     "MUTATION_BURST": 1_000_000,
+    # Every benchmark client is the same anonymous user on one address: no per-user
+    # limits or connection caps (docs/security.md).
+    "USER_MUTATION_RATE": None,
+    "USER_READ_RATE": None,
+    "USER_PRESENCE_RATE": None,
+    "MAX_CONNECTIONS": None,
+    "MAX_USER_CONNECTIONS": None,
 }
 
 LOGGING = {
