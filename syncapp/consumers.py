@@ -172,12 +172,15 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.user = self.scope.get("user") or AnonymousUser()
         self.hub = await get_hub()
         self.last_seen = self.hub.timer()
-        self.outbox: deque[str] = deque()
+        # Frames waiting for the writer; made by push(), dropped once sent (an empty
+        # deque is ~600 bytes, and most connections are idle most of the time).
+        self.outbox: deque[str] | None = None
         self.outbox_bytes = 0
         self.socket = ServerSocket(self.scope.get(SERVER_SEND))
         self.reading_paused = False
-        self.wake = asyncio.Event()
-        self.drained = asyncio.Event()
+        # Started by push() when there is something to send, gone when all is sent: an
+        # idle connection holds no task (docs/benchmarks.md, memory).
+        self.writer: asyncio.Task[None] | None = None
         self.mutation_bucket = TokenBucket(conf.MUTATION_RATE, conf.MUTATION_BURST, self.hub.timer)
         self.presence_bucket = TokenBucket(
             conf.PRESENCE_MAX_RATE, conf.PRESENCE_BURST, self.hub.timer
@@ -193,7 +196,6 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             self.closing = True  # frames already on their way are not acted on
             await self.close(CLOSE_UNAUTHORIZED)
             return
-        self.writer = self.spawn(self._write_loop())
         self.hub.connections.add(self)
         self.hub.watch_heartbeats()
 
@@ -293,14 +295,18 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if self.backlog() > conf.OUTBOX_BYTES:
             self.fell_behind()
             return
+        if self.outbox is None:
+            self.outbox = deque()
         self.outbox.append(text)
         self.outbox_bytes += len(text)
-        self.wake.set()
+        if self.writer is None or self.writer.done():
+            self.writer = self.spawn(self._write_out())
 
     def fell_behind(self) -> None:
         """Close with 4503: the client should reconnect and resume from its position."""
         self.closing = True
-        self.outbox.clear()
+        self.outbox = None
+        self.outbox_bytes = 0
         self.socket.allow_close_behind_backlog(CLOSE_GRACE)
         self.spawn(self.close(CLOSE_SLOW))
 
@@ -327,15 +333,12 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             frame["ref"] = ref
         self.push_frame(frame)
 
-    async def _write_loop(self) -> None:
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
-            while self.outbox:
-                text = self.outbox.popleft()
-                self.outbox_bytes -= len(text)
-                await self.send(text_data=text)
-            self.drained.set()
+    async def _write_out(self) -> None:
+        while self.outbox:
+            text = self.outbox.popleft()
+            self.outbox_bytes -= len(text)
+            await self.send(text_data=text)
+        self.outbox = None
 
     # incoming
 
@@ -574,7 +577,6 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             self.spawn(limits.renew_user_slot(self.ident, self.connection_id))
 
     async def _close_after_flush(self, code: int) -> None:
-        self.drained.clear()
-        self.wake.set()
-        await self.drained.wait()
+        while self.writer is not None and not self.writer.done():
+            await asyncio.wait([self.writer])
         await self.close(code)
