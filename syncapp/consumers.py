@@ -18,6 +18,7 @@ import msgspec
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth.models import AnonymousUser
+from django.utils import timezone
 
 from syncapp import encoding, limits, mutations, permissions, presence
 from syncapp.conf import conf
@@ -424,6 +425,9 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             "max_frame_bytes": conf.MAX_FRAME_BYTES,
             "max_batch": conf.MAX_BATCH,
             "connection_id": self.connection_id,
+            # The server's time: a client whose clock is behind takes it in, so that its
+            # lww stamps are not older than what it is about to load (docs/conflicts.md).
+            "time": encoding.iso(timezone.now()),
         }
         if frame.ref is not None:
             welcome["ref"] = frame.ref

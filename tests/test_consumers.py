@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import datetime
 
 import pytest
 from channels.layers import channel_layers
 from django.db.backends.utils import CursorWrapper
 from django.test import override_settings
+from django.utils import timezone
 
 from syncapp import broadcast, encoding, oplog, permissions, retention
 from syncapp.hub import Batch
@@ -51,8 +53,11 @@ def seqs(ops):
 async def test_hello_is_welcomed_with_the_connection_parameters(user):
     client = await Client(user).connect(hello=False)
     await client.send({"type": "hello", "client_id": "tab-1", "protocol": 1, "ref": "h"})
+    before = timezone.now()
     welcome = await client.receive()
     assert len(welcome.pop("connection_id")) == 16
+    server_time = datetime.fromisoformat(welcome.pop("time").replace("Z", "+00:00"))
+    assert before <= server_time <= timezone.now()
     assert welcome == {
         "type": "welcome",
         "protocol": 1,

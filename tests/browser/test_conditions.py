@@ -477,3 +477,28 @@ async def test_sleep_and_wake_resumes_without_a_gap(
     seen = record["opsSeen"]
     assert seen == list(range(seen[0], seen[-1] + 1)), f"a gap or a repeat: {seen}"
     await assert_converged(bob, demo_server, info)
+
+
+async def test_a_page_whose_clock_is_an_hour_behind_from_the_start_wins_after_what_it_loaded(
+    new_context: NewContext, login: Login, demo_server: DemoServer
+) -> None:
+    """A page that has seen no op, only a snapshot, still stamps its writes after the
+    server's time: the WebSocket's ``welcome`` carries it."""
+    page, info, _relay, clock, bob = await _clocked_pages(new_context, login)
+    x = await settled(bob, "() => window.t.create('x')")
+    pk = x["object"]["pk"]
+    assert (await settled(bob, "(pk) => window.t.update(pk, {completed: true})", pk))[
+        "status"
+    ] == "applied"
+
+    # A fresh page on the same list, with a clock an hour behind: it loads x from a
+    # snapshot (no op, so no op's time to learn from) and unchecks it.
+    await clock.set_system_time(time.time() - 3600)
+    page, _ = await client_page(
+        page.context, None, list_id=info.list_id, page=page, heartbeatMs=1000
+    )
+    await page.wait_for_function("() => window.t.find('x')?.fields.completed === true")
+    mine = await settled(page, "(pk) => window.t.update(pk, {completed: false})", pk)
+    assert mine["status"] == "applied", mine
+    await assert_converged(page, demo_server, info)
+    await bob.wait_for_function("() => window.t.find('x').fields.completed === false")

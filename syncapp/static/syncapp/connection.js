@@ -320,6 +320,7 @@ export class Connection {
       onSubscribed: (stream) => mine() && self.events.subscribed(stream),
       onPresence: (stream, change) => mine() && self.events.presence(stream, change),
       onError: (frame) => mine() && self.events.error(frame),
+      onWelcome: (frame) => opening() && self.events.welcome?.(frame),
       onClose: (info) => mine() && self.closed?.(info),
     };
     return handlers;

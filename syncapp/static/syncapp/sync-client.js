@@ -359,6 +359,8 @@ export class SyncClient extends Emitter {
         live: () => this.flushOutbox(),
         auth: (info) => this.authNeeded(info),
         error: (frame) => this.serverError(frame),
+        // A clock that is behind catches up with the server before the first write.
+        welcome: (frame) => this.clock.observeTime(frame.time),
       },
     });
     for (const stream of this.wantedStreams()) this.connection.follow(stream);

@@ -10,6 +10,7 @@
  * @property {(stream: string, info: {epoch: string, head: number}) => void} [onSubscribed]
  * @property {(stream: string, change: {members?: object, joins?: object, leaves?: string[]}) => void} [onPresence]
  * @property {(frame: {code: string, message: string, stream?: string}) => void} [onError]
+ * @property {(frame: {time?: string, connection_id?: string}) => void} [onWelcome] the WebSocket's `welcome`
  */
 
 /**

@@ -88,6 +88,7 @@ export class WebSocketTransport {
           this.heartbeatMs = this.heartbeatOverride ?? frame.heartbeat_ms ?? this.heartbeatMs;
           this.maxBatch = frame.max_batch ?? this.maxBatch;
           this.connectionId = frame.connection_id ?? null;
+          this.handlers.onWelcome?.(frame);
           this.startHeartbeat();
           resolve();
           return;
