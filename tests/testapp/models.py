@@ -92,3 +92,7 @@ class Note(SyncModel):
 
     def get_sync_stream(self) -> str:
         return "notes"
+
+
+# Test-only faults, off unless a setting turns them on.
+from tests.testapp import faults as _faults  # noqa: E402, F401

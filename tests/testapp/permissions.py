@@ -16,3 +16,16 @@ class TestPermission(BasePermission):
         if stream.startswith("public:"):
             return True
         return user is not None and user.is_authenticated and user.username != "readonly"
+
+
+FAULTY = "faulty"
+
+
+class FaultyPermission(TestPermission):
+    """TestPermission with a bug: reading raises for users whose last name is "faulty",
+    as a project's own permission hook might (``tests/test_faults.py``)."""
+
+    def can_read(self, user, stream):
+        if getattr(user, "last_name", "") == FAULTY:
+            raise RuntimeError("a bug in the permission hook")
+        return super().can_read(user, stream)
