@@ -280,6 +280,7 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("Connection task failed", exc_info=task.exception())
+            self.closing = True  # frames already on their way are not acted on
             self.spawn(self.close(CLOSE_SERVER_ERROR))
 
     # outgoing

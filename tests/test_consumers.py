@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
 from datetime import datetime
@@ -13,6 +15,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from syncapp import broadcast, encoding, oplog, permissions, retention
+from syncapp.consumers import SyncConsumer
 from syncapp.hub import Batch
 from syncapp.models import Op
 from tests.testapp.models import Board, Card
@@ -508,3 +511,28 @@ async def test_revoking_access_ends_live_subscriptions(django_user_model, board)
     await add_cards(board, 1)
     assert seqs(await client.ops(1)) == [1]  # the other subscription goes on
     await client.close()
+
+
+async def test_a_failed_connection_task_stops_acting_on_frames_before_it_closes(monkeypatch):
+    """A task of the connection that raises closes it with 1011; frames already on their
+    way are not acted on meanwhile (closing is set at once)."""
+    consumer = SyncConsumer()
+    consumer.tasks = set()
+    consumer.closing = False
+    closed: list[object] = []
+
+    async def close(code: object = None, reason: object = None) -> None:
+        closed.append(code)
+
+    monkeypatch.setattr(consumer, "close", close)
+
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    task = consumer.spawn(boom())
+    with contextlib.suppress(RuntimeError):
+        await task
+    assert consumer.closing
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert closed == [1011]
