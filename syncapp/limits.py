@@ -74,6 +74,20 @@ redis.call('EXPIRE', KEYS[1], math.ceil(ttl) + 1)
 return 1
 """
 
+# Renew a held slot (never re-create a released one), on Redis's clock, and keep the key
+# alive as long as its slots: without the EXPIRE the key would vanish one lease after
+# the user's last new connection, and with it the count.
+_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local ttl = tonumber(ARGV[2])
+if redis.call('ZADD', KEYS[1], 'XX', 'CH', now + ttl, ARGV[1]) == 1 then
+  redis.call('EXPIRE', KEYS[1], math.ceil(ttl) + 1)
+  return 1
+end
+return 0
+"""
+
 
 @dataclass(frozen=True)
 class Limit:
@@ -228,8 +242,8 @@ class RedisBackend:
 
     async def renew(self, ident: str, slot: str) -> None:
         try:
-            await self._async_client().zadd(
-                f"{PREFIX}:conns:{ident}", {slot: time.time() + lease_seconds()}, xx=True
+            await self._async_client().eval(
+                _RENEW, 1, f"{PREFIX}:conns:{ident}", slot, lease_seconds()
             )
         except Exception:
             self._failed("renew")

@@ -482,7 +482,7 @@ async def test_user_cap_holds_across_processes_through_redis_and_slots_are_renew
         # A real connection renews its lease while it lives.
         with syncapp_settings(PRESENCE_REDIS=redis_url, MAX_USER_CONNECTIONS=1, HEARTBEAT_MS=400):
             held = await Client(ada).connect()
-            for _ in range(8):  # 1.6 s: twice the lease
+            for _ in range(16):  # 3.2 s: past the key's own expiry (2 s) as well
                 await held.send({"type": "ping", "ts": 0})
                 await held.receive_type("pong")
                 await asyncio.sleep(0.2)
@@ -491,6 +491,23 @@ async def test_user_cap_holds_across_processes_through_redis_and_slots_are_renew
             assert (await refused.receive_type("error"))["code"] == "too_many_connections"
             await held.close()
             await (await Client(ada).connect()).close()
+
+
+async def test_renewed_slots_keep_counting_after_the_keys_first_expiry(redis_url):
+    """Renewal refreshes the key's expiry too: without it the key, and with it every
+    slot, vanished one lease after the user's last new connection."""
+    ident = f"u:test-{uuid.uuid4()}"
+    with syncapp_settings(HEARTBEAT_MS=400):  # lease 0.8 s, key expiry 2 s
+        backend = RedisBackend(redis_url)
+        assert await backend.acquire(ident, "a", 1)
+        for _ in range(8):  # 3.2 s of renewals every 0.4 s
+            await asyncio.sleep(0.4)
+            await backend.renew(ident, "a")
+        assert not await backend.acquire(ident, "b", 1)
+        # A released slot is not brought back by a late renewal.
+        await backend.release(ident, "a")
+        await backend.renew(ident, "a")
+        assert await backend.acquire(ident, "b", 1)
 
 
 # Per-user rate limits (a frozen clock: the buckets never refill during the test).
@@ -550,6 +567,20 @@ async def test_user_read_limit_covers_subscribes_snapshots_and_sse(
         other = await logged_in(bea)
         assert (await other.get(f"/sync/api/streams/{theirs}/snapshot/")).status_code == 200
         await client.close()
+
+
+@pytest.mark.django_db
+def test_anonymous_clients_cannot_pick_a_budget_with_x_forwarded_for(frozen_buckets):
+    """Anonymous budgets are keyed by REMOTE_ADDR, as on the WebSocket: a client-chosen
+    X-Forwarded-For neither gets a fresh budget nor spends someone else's."""
+    url = f"/sync/api/streams/{quote('public:boards')}/snapshot/"
+    anon = DjangoClient()
+    with syncapp_settings(USER_READ_RATE=1, USER_READ_BURST=2):
+        statuses = [anon.get(url, HTTP_X_FORWARDED_FOR=f"10.0.0.{n}").status_code for n in range(4)]
+        # (Answered, here 403 for the test's permission hook, until the budget is spent.)
+        assert [status == 429 for status in statuses] == [False, False, True, True]
+        other = DjangoClient(REMOTE_ADDR="192.0.2.7")
+        assert other.get(url, HTTP_X_FORWARDED_FOR="127.0.0.1").status_code != 429
 
 
 async def test_user_presence_limit_is_shared_by_connections(ada, boards, frozen_buckets):

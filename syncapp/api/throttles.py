@@ -35,12 +35,27 @@ class UserThrottle(BaseThrottle):
         self.waited = 0.0
 
     def allow_request(self, request: Request, view: Any) -> bool:
-        ident = limits.identity(getattr(request, "user", None), self.get_ident(request))
+        ident = limits.identity(getattr(request, "user", None), client_address(request))
         self.waited = limits.take(self.kind, ident)
         return not self.waited
 
     def wait(self) -> float | None:
         return self.waited or None
+
+
+def client_address(request: Request) -> str | None:
+    """The address an anonymous client's budget is keyed by: ``REMOTE_ADDR``, the same
+    address the WebSocket uses (``scope["client"]``). DRF's ``get_ident()`` would take
+    the client's own X-Forwarded-For header unless ``NUM_PROXIES`` is set, so a client
+    could pick a fresh budget per request or spend someone else's; it is used only when
+    the project says how many proxies to trust. Behind a proxy, run the server with its
+    proxy-headers option (docs/security.md)."""
+    from rest_framework.settings import api_settings
+
+    if api_settings.NUM_PROXIES is not None:
+        return BaseThrottle().get_ident(request)
+    address = request.META.get("REMOTE_ADDR")
+    return str(address)[:64] if address else None
 
 
 class MutationThrottle(UserThrottle):
