@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -67,8 +67,20 @@ def coalesced(using: str) -> Iterator[None]:
 def send_all(pending: Pending) -> None:
     """Send what :func:`coalesced` collected: runs of consecutive ops per stream, each run
     at most a quarter of ``OUTBOX_BYTES`` of encoded ops (a larger op goes alone), so that
-    a batch of big ops still reaches each connection as frames it can be paced by."""
-    limit = max(1, conf.OUTBOX_BYTES // 4)
+    a batch of big ops still reaches each connection as frames it can be paced by. Like
+    :func:`send`, it never raises: the ops are committed."""
+    if conf.CHANNEL_LAYER is None:
+        return
+    try:
+        runs = _runs(pending, max(1, conf.OUTBOX_BYTES // 4))
+    except Exception:
+        logger.warning("Could not encode a batch's ops for broadcast", exc_info=True)
+        return
+    for stream, epoch, run_ops, texts in runs:
+        _send_message(stream, run_ops, partial(_message, stream, epoch, run_ops, texts))
+
+
+def _runs(pending: Pending, limit: int) -> list[tuple[str, str, list[Op], list[str]]]:
     runs: dict[tuple[str, str], list[tuple[list[Op], list[str], int]]] = {}
     for stream, epoch, ops in pending:
         stream_runs = runs.setdefault((stream, epoch), [])
@@ -82,9 +94,11 @@ def send_all(pending: Pending) -> None:
                     stream_runs[-1] = (run_ops, texts, size + len(text))
                     continue
             stream_runs.append(([op], [text], len(text)))
-    for (stream, epoch), stream_runs in runs.items():
-        for run_ops, texts, _size in stream_runs:
-            _send_message(stream, run_ops, _message(stream, epoch, run_ops, texts))
+    return [
+        (stream, epoch, run_ops, texts)
+        for (stream, epoch), stream_runs in runs.items()
+        for run_ops, texts, _size in stream_runs
+    ]
 
 
 def message(stream: str, epoch: str, ops: list[Op]) -> dict[str, Any]:
@@ -107,10 +121,11 @@ def send(stream: str, epoch: str, ops: list[Op]) -> None:
     """Send ``ops`` to the stream's group now. Failures are logged, never raised: the ops
     are committed, and subscribers recover what they miss from the log."""
     if ops:
-        _send_message(stream, ops, message(stream, epoch, ops))
+        _send_message(stream, ops, lambda: message(stream, epoch, ops))
 
 
-def _send_message(stream: str, ops: list[Op], content: dict[str, Any]) -> None:
+def _send_message(stream: str, ops: list[Op], content: Callable[[], dict[str, Any]]) -> None:
+    """Build the message (``content``) and send it; log, never raise, what fails."""
     alias = conf.CHANNEL_LAYER
     if alias is None:
         return
@@ -120,7 +135,7 @@ def _send_message(stream: str, ops: list[Op], content: dict[str, Any]) -> None:
         layer = get_channel_layer(alias)
         if layer is None:
             return
-        async_to_sync(layer.group_send)(stream_group(stream), content)
+        async_to_sync(layer.group_send)(stream_group(stream), content())
     except Exception:
         logger.warning(
             "Could not broadcast ops %s..%s of %s", ops[0].seq, ops[-1].seq, stream, exc_info=True

@@ -143,11 +143,22 @@ def _redis_major() -> int:
 
 
 def _waits_past_brpop(host: Any) -> bool:
-    """Whether a channels_redis host entry reads for longer than its 5 s blocking pop."""
-    if not isinstance(host, dict):
+    """Whether a channels_redis host entry reads for longer than its 5 s blocking pop
+    (``socket_timeout`` in the host dict, or in its URL's query)."""
+    if isinstance(host, dict):
+        if "socket_timeout" in host:
+            timeout = host["socket_timeout"]
+            return timeout is None or (isinstance(timeout, int | float) and timeout > 5)
+        host = host.get("address")
+    if not isinstance(host, str):
         return False
-    timeout = host.get("socket_timeout", 5)
-    return timeout is None or (isinstance(timeout, int | float) and timeout > 5)
+    from urllib.parse import parse_qs, urlsplit
+
+    values = parse_qs(urlsplit(host).query).get("socket_timeout")
+    try:
+        return values is not None and float(values[-1]) > 5
+    except ValueError:
+        return False
 
 
 SHARED_CACHES = ("redis", "memcache", "db.DatabaseCache")

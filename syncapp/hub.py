@@ -49,7 +49,9 @@ def idle_timeout(exc: BaseException) -> bool:
         from redis.exceptions import TimeoutError as RedisTimeoutError
     except ImportError:  # pragma: no cover - channels_redis needs redis
         return False
-    return isinstance(exc, RedisTimeoutError)
+    # Only a read on an established connection: redis-py raises the same class when it
+    # cannot connect or write, and an unreachable Redis must back off and rejoin.
+    return isinstance(exc, RedisTimeoutError) and str(exc).startswith("Timeout reading")
 
 
 T = TypeVar("T")

@@ -9,9 +9,10 @@ Group commit: a batch claims all its ids in one transaction, then applies every 
 in one transaction, each under a savepoint of its own, so that each stands or falls
 alone (a rejected or failed mutation rolls back its savepoint: its writes, its ops and
 their broadcast) while the batch pays for two commits instead of two per mutation, and
-rings each stream's channel-layer group once. A mutation that failed unexpectedly inside
-the batch, a repeated id, and every mutation of a batch whose commit failed are applied
-again on their own afterwards.
+rings each stream's channel-layer group once. A mutation that fails unexpectedly inside
+the batch (a bug, a deadlock) ends the batch there: what came before commits, and it and
+everything after it are applied one by one afterwards, in order; so are a repeated id
+and every mutation of a batch whose commit failed.
 """
 
 from __future__ import annotations
@@ -128,9 +129,10 @@ def _apply_batch(
 
     # 2. Apply every claimed mutation under its own savepoint, one commit.
     failed: list[int] = []
+    in_order = list(claims.items())
     try:
         with transaction.atomic(using=using), broadcast.coalesced(using):
-            for i, claim in claims.items():
+            for position, (i, claim) in enumerate(in_order):
                 mutation = mutations[i]
                 try:
                     with transaction.atomic(using=using):
@@ -141,13 +143,20 @@ def _apply_batch(
                 except idempotency.LeaseLost:
                     results[i] = rejected(mutation, InProgress(), retry=True)
                 except Exception:
+                    # This one and every later one go alone after the batch, in order: a
+                    # later mutation may build on this one, and a deadlock's victim (the
+                    # batch holds its streams' locks in mutation order) must not be
+                    # overtaken by what followed it.
                     logger.warning(
-                        "Mutation %s failed in a batch; it runs again alone",
+                        "Mutation %s failed in a batch; it and the %s after it run alone",
                         mutation.id,
+                        len(in_order) - position - 1,
                         exc_info=True,
                     )
-                    idempotency.release(claim, using)
-                    failed.append(i)
+                    for later, later_claim in in_order[position:]:
+                        idempotency.release(later_claim, using)
+                        failed.append(later)
+                    break
     except Exception:
         # The batch did not commit: none of its writes or results stand.
         logger.warning("A batch failed to commit; applying it one by one", exc_info=True)

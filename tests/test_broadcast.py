@@ -109,6 +109,27 @@ def test_broadcast_failure_is_logged_not_raised(board, caplog, monkeypatch):
     assert "Could not broadcast ops 1..1" in caplog.text
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["one write", "a batch"])
+def test_an_op_that_cannot_be_encoded_is_logged_not_raised_after_commit(
+    board, caplog, monkeypatch, django_capture_on_commit_callbacks, batched
+):
+    """The ops are committed by then: a failure to build the message must not turn a
+    committed write into an error."""
+
+    def broken(op, stream, epoch):
+        raise ValueError("cannot encode")
+
+    monkeypatch.setattr(broadcast, "encode_op", broken)
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        if batched:
+            with broadcast.coalesced("default"):
+                Card.objects.create(board=board, title="a")
+        else:
+            Card.objects.create(board=board, title="a")
+    assert Card.objects.filter(title="a").exists()
+    assert "Could not" in caplog.text
+
+
 def test_broadcast_off_sends_nothing(board, settings, django_capture_on_commit_callbacks):
     layer, channel = subscribe(f"board:{board.pk}")
     settings.SYNCAPP = {**settings.SYNCAPP, "CHANNEL_LAYER": None}

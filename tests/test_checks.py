@@ -206,6 +206,20 @@ def test_w008_not_raised_with_a_longer_read_timeout(timeout):
     assert "syncapp.W008" not in setting_ids(CHANNEL_LAYERS=layers, DEBUG=False)
 
 
+@pytest.mark.parametrize(
+    ("host", "warned"),
+    [
+        ("redis://127.0.0.1:6379/0?socket_timeout=10", False),
+        ({"address": "redis://127.0.0.1:6379/0?socket_timeout=10"}, False),
+        ("redis://127.0.0.1:6379/0?socket_timeout=3", True),
+        ("redis://127.0.0.1:6379/0?socket_timeout=soon", True),
+    ],
+)
+def test_w008_reads_the_timeout_from_the_url(host, warned):
+    layers = redis_hosts(host)
+    assert ("syncapp.W008" in setting_ids(CHANNEL_LAYERS=layers, DEBUG=False)) is warned
+
+
 def test_w008_not_raised_for_the_pubsub_layer():
     layers = {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer"}}
     assert "syncapp.W008" not in setting_ids(CHANNEL_LAYERS=layers, DEBUG=False)

@@ -72,11 +72,12 @@ def test_a_rejected_mutation_leaves_no_op_no_broadcast_and_no_hole(user, board):
     assert (again[0].status, again[0].error.code) == ("rejected", "validation_failed")
 
 
-def test_a_mutation_that_crashes_is_rolled_back_alone_and_runs_again(
+def test_a_mutation_that_crashes_ends_the_batch_and_the_rest_run_alone_in_order(
     user, board, monkeypatch, caplog
 ):
     """An unexpected error inside the batch rolls back only that mutation's savepoint;
-    it is applied again on its own after the batch (here it succeeds the second time)."""
+    what came before commits, and it and the ones after it are applied one by one, in
+    order (here it succeeds the second time)."""
     run = writer.Writer.run
     crashed: list[str] = []
 
@@ -93,16 +94,44 @@ def test_a_mutation_that_crashes_is_rolled_back_alone_and_runs_again(
     batch = [new_card(board, "a"), new_card(board, "flaky"), new_card(board, "c")]
     results = apply(batch, user)
     assert [r.status for r in results] == ["applied"] * 3
-    assert "runs again alone" in caplog.text
+    assert "and the 1 after it run alone" in caplog.text
     assert not Card.objects.filter(title="half").exists()
     stored = ops(f"board:{board.pk}")
     assert [op.seq for op in stored] == [1, 2, 3]
-    # The batch's two, then the retried one: no seq reused, none skipped.
-    assert [op.mutation_id for op in stored] == [batch[0].id, batch[2].id, batch[1].id]
-    assert results[1].seq == 3
-    first, second = receive(layer, channel), receive(layer, channel)
-    assert [(m["first"], m["last"]) for m in (first, second)] == [(1, 2), (3, 3)]
+    assert [op.mutation_id for op in stored] == [m.id for m in batch]
+    assert [r.seq for r in results] == [1, 2, 3]
+    messages = [receive(layer, channel) for _ in range(3)]
+    assert [(m["first"], m["last"]) for m in messages] == [(1, 1), (2, 2), (3, 3)]
     assert IdempotencyRecord.objects.filter(status="done").count() == 3
+
+
+def test_a_later_mutation_that_builds_on_a_failed_one_is_not_applied_before_it(
+    user, board, monkeypatch
+):
+    """[create T, update T] where the create fails once inside the batch: the update must
+    not run first (it would find no T), and both end applied."""
+    run = writer.Writer.run
+    crashed: list[str] = []
+
+    def flaky(self: writer.Writer) -> Any:
+        if self.mutation.op == "create" and not crashed:
+            crashed.append("once")
+            raise RuntimeError("deadlock detected")
+        return run(self)
+
+    monkeypatch.setattr(writer.Writer, "run", flaky)
+    create = new_card(board, "first")
+    update = mutation(
+        stream=create.stream,
+        model="testapp.card",
+        pk=create.pk,
+        op="update",
+        fields={"title": "second"},
+        base_version=1,
+    )
+    results = apply([create, update], user)
+    assert [r.status for r in results] == ["applied", "applied"], results
+    assert Card.objects.get(pk=create.pk).title == "second"
 
 
 def test_a_repeated_id_in_one_batch_is_applied_once(user, board):

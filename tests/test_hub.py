@@ -131,3 +131,42 @@ async def test_other_receive_failures_back_off_and_are_logged(monkeypatch, caplo
     await real_sleep(0)
     assert rejoined == [True]  # memberships renewed once the layer answers again
     assert caplog.text.count("Channel layer receive failed") == 2
+
+
+async def test_a_redis_that_cannot_be_reached_is_a_failure_not_a_quiet_layer(monkeypatch, caplog):
+    """redis-py raises the same TimeoutError when it cannot connect: that backs off, is
+    logged, and rejoins the groups once Redis answers."""
+
+    class Unreachable(QuietRedisLayer):
+        async def receive(self, channel: str) -> dict[str, object]:
+            if self.timeouts:
+                self.timeouts -= 1
+                raise RedisTimeoutError("Timeout connecting to server")
+            return await super().receive(channel)
+
+    layer = Unreachable(timeouts=2, message={"type": "syncapp.unknown"})
+    hub = Hub(layer, asyncio.get_running_loop())
+    monkeypatch.setattr(hub, "dispatch", lambda message: None)
+    rejoined: list[bool] = []
+
+    async def rejoin() -> None:
+        rejoined.append(True)
+
+    monkeypatch.setattr(hub, "rejoin", rejoin)
+    sleeps: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay: float) -> None:
+        sleeps.append(delay)
+        await real_sleep(0)
+
+    monkeypatch.setattr("syncapp.hub.asyncio.sleep", sleep)
+    task = asyncio.ensure_future(hub._receive_loop())
+    try:
+        await asyncio.wait_for(layer.delivered.wait(), 5)
+        await real_sleep(0)
+    finally:
+        task.cancel()
+    assert sleeps == [0.2, 0.4]
+    assert rejoined == [True]
+    assert caplog.text.count("Channel layer receive failed") == 2

@@ -7,6 +7,7 @@ same-origin WebSockets are real), and writes through another client or the serve
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 import uuid
@@ -379,11 +380,22 @@ async def test_a_fallback_moves_back_up_when_the_websocket_works_again(
     await wait_title(page, "after the upgrade")
 
 
-async def test_a_rate_limited_subscribe_is_sent_again_after_the_wait(
-    new_context: NewContext, login: Login
+@pytest.mark.parametrize(
+    ("code", "retry_after_ms", "refusals", "waits"),
+    [("rate_limited", 300, 1, [0.3]), ("internal_error", None, 2, [1.0, 2.0])],
+    ids=["rate_limited", "internal_error"],
+)
+async def test_a_refused_subscribe_is_sent_again_after_the_wait(
+    new_context: NewContext,
+    login: Login,
+    code: str,
+    retry_after_ms: int | None,
+    refusals: int,
+    waits: list[float],
 ) -> None:
-    """The server's per-user read limit refuses a subscribe with ``rate_limited`` and
-    ``retry_after_ms``: the client asks again after that wait and the stream loads."""
+    """The per-user read limit refuses a subscribe with ``rate_limited`` and
+    ``retry_after_ms``: the client asks again after that wait. A server fault
+    (``internal_error``) is asked again after a delay that doubles. The stream loads."""
     context = await new_context()
     subscribes: list[float] = []
 
@@ -394,15 +406,16 @@ async def test_a_rate_limited_subscribe_is_sent_again_after_the_wait(
             frame = json.loads(message)
             if frame.get("type") == "subscribe" and frame["stream"].startswith("todos.list:"):
                 subscribes.append(time.monotonic())
-                if len(subscribes) == 1:
+                if len(subscribes) <= refusals:
                     refusal = {
                         "type": "error",
-                        "code": "rate_limited",
-                        "message": "Too many subscribes and reads; retry later.",
+                        "code": code,
+                        "message": "refused",
                         "stream": frame["stream"],
                         "ref": frame.get("ref"),
-                        "retry_after_ms": 300,
                     }
+                    if retry_after_ms is not None:
+                        refusal["retry_after_ms"] = retry_after_ms
                     ws.send(json.dumps(refusal))
                     return
             server.send(message)
@@ -413,6 +426,7 @@ async def test_a_rate_limited_subscribe_is_sent_again_after_the_wait(
     page = await blank_page(context, login)
     await start(page, persist=False)
     await wait_state(page, "live", "websocket")
-    await page.wait_for_function("() => window.t.handle.position !== null")
-    assert len(subscribes) == 2
-    assert subscribes[1] - subscribes[0] >= 0.3
+    await page.wait_for_function("() => window.t.handle.position !== null", timeout=15_000)
+    assert len(subscribes) == refusals + 1
+    gaps = [later - earlier for earlier, later in itertools.pairwise(subscribes)]
+    assert all(gap >= wait for gap, wait in zip(gaps, waits, strict=True)), gaps

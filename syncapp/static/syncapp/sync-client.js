@@ -177,6 +177,8 @@ export class SyncClient extends Emitter {
     this.catchingUp = new Map();
     /** @type {Set<string>} */
     this.resubscribing = new Set();
+    /** Subscribes refused in a row per stream (internal_error backs off on these). */
+    this.subscribeRefusals = new Map();
     /** @type {Map<string, any>} */
     this.saveTimers = new Map();
     this.clock = new Clock();
@@ -603,6 +605,7 @@ export class SyncClient extends Emitter {
   /** @param {string} stream */
   subscribed(stream) {
     this.resubscribing.delete(stream);
+    this.subscribeRefusals.delete(stream);
     const own = this.presenceOut.get(stream);
     if (own) this.connection.presence(stream, own);
   }
@@ -662,13 +665,16 @@ export class SyncClient extends Emitter {
   /**
    * A version-checked mutation waits for the earlier mutations of the same object, so it
    * can be rebased on their results (see finish()) instead of conflicting with them.
+   * Nothing overtakes a mutation that waits (or is not sent yet): the server applies
+   * them in the order the page made them.
    * @param {object} mutation
    */
   waitsFor(mutation) {
-    if (mutation.base_version === undefined || mutation.base_version === null) return false;
+    const versioned = mutation.base_version !== undefined && mutation.base_version !== null;
     for (const other of this.outbox.values()) {
       if (other.id === mutation.id) return false;
-      if (other.model === mutation.model && String(other.pk) === String(mutation.pk)) return true;
+      if (!this.inflight.has(other.id)) return true;
+      if (versioned && other.model === mutation.model && String(other.pk) === String(mutation.pk)) return true;
     }
     return false;
   }
@@ -820,10 +826,13 @@ export class SyncClient extends Emitter {
   serverError(frame) {
     if (frame.code === "not_authenticated" || frame.code === "permission_denied") this.authNeeded({ status: frame.code, stream: frame.stream });
     else if (frame.ref === SUBSCRIBE_REF && frame.stream && (frame.code === "rate_limited" || frame.code === "internal_error")) {
-      // A transient refusal of a subscribe (the per-user read limit): ask again after
-      // the wait the server gave, or a second for an internal error.
+      // A transient refusal of a subscribe (the per-user read limit, a server fault): ask
+      // again after the wait the server gave, else after a delay that doubles up to 30 s.
       const stream = frame.stream;
-      setTimeout(() => this.connection?.resubscribe(stream), frame.retry_after_ms ?? 1000);
+      const attempts = (this.subscribeRefusals.get(stream) ?? 0) + 1;
+      this.subscribeRefusals.set(stream, attempts);
+      const delay = frame.retry_after_ms ?? Math.min(30_000, 1000 * 2 ** (attempts - 1));
+      setTimeout(() => this.connection?.resubscribe(stream), delay);
     } else this.emit("error", frame);
   }
 
