@@ -572,14 +572,17 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     # heartbeats
 
-    def check_heartbeat(self, now: float) -> None:
+    def check_heartbeat(self, now: float) -> tuple[str, str] | None:
+        """Close a connection silent for too long. Called by the hub every half heartbeat;
+        returns this connection's user slot for the hub to renew with the others' (the
+        slot outlives three of these sweeps)."""
         limit = conf.HEARTBEAT_MS / 1000 * conf.HEARTBEAT_TIMEOUT_INTERVALS
         if not self.closing and now - self.last_seen > limit:
             self.closing = True
             self.spawn(self.close(CLOSE_TIMEOUT))
         elif not self.closing and conf.MAX_USER_CONNECTIONS is not None:
-            # Called every half heartbeat: the user's slot outlives three of these.
-            self.spawn(limits.renew_user_slot(self.ident, self.connection_id))
+            return (self.ident, self.connection_id)
+        return None
 
     async def _close_after_flush(self, code: int) -> None:
         while self.writer is not None and not self.writer.done():

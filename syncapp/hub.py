@@ -28,7 +28,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.db import close_old_connections, connections
 
-from syncapp import broadcast, encoding, oplog, presence
+from syncapp import broadcast, encoding, limits, oplog, presence
 from syncapp.conf import conf
 from syncapp.exceptions import ResetRequired
 
@@ -374,8 +374,14 @@ class Hub:
         while self.connections:
             await asyncio.sleep(conf.HEARTBEAT_MS / 2000)
             now = self.timer()
-            for connection in list(self.connections):
-                connection.check_heartbeat(now)
+            slots = [
+                slot
+                for connection in list(self.connections)
+                if (slot := connection.check_heartbeat(now)) is not None
+            ]
+            if slots:
+                # Every live connection's user slot, renewed in one round trip.
+                self.spawn(limits.renew_user_slots(slots))
 
     # feeds
 

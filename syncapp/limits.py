@@ -166,6 +166,9 @@ class MemoryBackend:
     async def renew(self, ident: str, slot: str) -> None:
         pass  # nothing expires in memory: a connection releases its slot when it closes
 
+    async def renew_many(self, slots: list[tuple[str, str]]) -> None:
+        pass
+
     async def release(self, ident: str, slot: str) -> None:
         with self.lock:
             held = self.slots.get(ident)
@@ -245,6 +248,17 @@ class RedisBackend:
             await self._async_client().eval(
                 _RENEW, 1, f"{PREFIX}:conns:{ident}", slot, lease_seconds()
             )
+        except Exception:
+            self._failed("renew")
+
+    async def renew_many(self, slots: list[tuple[str, str]]) -> None:
+        """Renew every (ident, slot) in one round trip (a process renews all of its
+        connections' slots at each heartbeat sweep)."""
+        try:
+            async with self._async_client().pipeline(transaction=False) as pipe:
+                for ident, slot in slots:
+                    pipe.eval(_RENEW, 1, f"{PREFIX}:conns:{ident}", slot, lease_seconds())
+                await pipe.execute()
         except Exception:
             self._failed("renew")
 
@@ -338,9 +352,10 @@ async def acquire_user_slot(ident: str, slot: str) -> bool:
     return await backend().acquire(ident, slot, cap)
 
 
-async def renew_user_slot(ident: str, slot: str) -> None:
-    if conf.MAX_USER_CONNECTIONS is not None:
-        await backend().renew(ident, slot)
+async def renew_user_slots(slots: list[tuple[str, str]]) -> None:
+    """Renew many connections' slots at once (one Redis round trip)."""
+    if conf.MAX_USER_CONNECTIONS is not None and slots:
+        await backend().renew_many(slots)
 
 
 async def release_user_slot(ident: str, slot: str) -> None:

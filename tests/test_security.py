@@ -504,6 +504,13 @@ async def test_renewed_slots_keep_counting_after_the_keys_first_expiry(redis_url
             await asyncio.sleep(0.4)
             await backend.renew(ident, "a")
         assert not await backend.acquire(ident, "b", 1)
+        # Many at once (a process's sweep): one round trip renews them all.
+        assert await backend.acquire(ident + "2", "x", 2)
+        assert await backend.acquire(ident + "2", "y", 2)
+        for _ in range(6):
+            await asyncio.sleep(0.4)
+            await backend.renew_many([(ident + "2", "x"), (ident + "2", "y")])
+        assert not await backend.acquire(ident + "2", "z", 2)
         # A released slot is not brought back by a late renewal.
         await backend.release(ident, "a")
         await backend.renew(ident, "a")
