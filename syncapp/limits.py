@@ -178,6 +178,10 @@ class MemoryBackend:
                     del self.slots[ident]
 
 
+REDIS_RETRY_AFTER = 5.0
+"""Seconds the limits fail open without asking Redis after it failed to answer."""
+
+
 class RedisBackend:
     """Every process: buckets and connection leases in Redis, changed by Lua scripts."""
 
@@ -188,6 +192,13 @@ class RedisBackend:
             weakref.WeakKeyDictionary()
         )
         self._warned = 0.0
+        # After a failure Redis is left alone for a while: every frame and request would
+        # otherwise wait for its timeout (2 s) while it is unreachable.
+        self._down_until = 0.0
+        self.clock: Callable[[], float] = time.monotonic
+
+    def _down(self) -> bool:
+        return self.clock() < self._down_until
 
     def _sync_client(self) -> Any:
         if self._sync is None:
@@ -208,12 +219,15 @@ class RedisBackend:
         return client
 
     def _failed(self, what: str) -> None:
-        now = time.monotonic()
+        now = self.clock()
+        self._down_until = now + REDIS_RETRY_AFTER
         if now - self._warned > 10:
             self._warned = now
             logger.warning("Rate limits fail open: Redis did not answer (%s)", what, exc_info=True)
 
     def take(self, kind: str, ident: str, rule: Limit, cost: float = 1.0) -> float:
+        if self._down():
+            return 0.0
         try:
             wait = self._sync_client().eval(
                 _TAKE, 1, f"{PREFIX}:{kind}:{ident}", rule.rate, rule.burst, cost
@@ -224,6 +238,8 @@ class RedisBackend:
         return float(wait)
 
     async def atake(self, kind: str, ident: str, rule: Limit, cost: float = 1.0) -> float:
+        if self._down():
+            return 0.0
         try:
             wait = await self._async_client().eval(
                 _TAKE, 1, f"{PREFIX}:{kind}:{ident}", rule.rate, rule.burst, cost
@@ -234,6 +250,8 @@ class RedisBackend:
         return float(wait)
 
     async def acquire(self, ident: str, slot: str, cap: int) -> bool:
+        if self._down():
+            return True
         try:
             got = await self._async_client().eval(
                 _ACQUIRE, 1, f"{PREFIX}:conns:{ident}", slot, cap, lease_seconds()
@@ -244,6 +262,8 @@ class RedisBackend:
         return bool(int(got))
 
     async def renew(self, ident: str, slot: str) -> None:
+        if self._down():
+            return
         try:
             await self._async_client().eval(
                 _RENEW, 1, f"{PREFIX}:conns:{ident}", slot, lease_seconds()
@@ -254,6 +274,8 @@ class RedisBackend:
     async def renew_many(self, slots: list[tuple[str, str]]) -> None:
         """Renew every (ident, slot) in one round trip (a process renews all of its
         connections' slots at each heartbeat sweep)."""
+        if self._down():
+            return
         try:
             async with self._async_client().pipeline(transaction=False) as pipe:
                 for ident, slot in slots:
@@ -263,6 +285,8 @@ class RedisBackend:
             self._failed("renew")
 
     async def release(self, ident: str, slot: str) -> None:
+        if self._down():
+            return
         try:
             await self._async_client().zrem(f"{PREFIX}:conns:{ident}", slot)
         except Exception:

@@ -639,6 +639,34 @@ async def test_an_unreachable_redis_fails_open():
     assert await backend.acquire("u:1", "slot", 1)
 
 
+async def test_after_a_failure_redis_is_left_alone_for_a_while(monkeypatch, redis_url):
+    """While Redis does not answer, each call would wait for its timeout: after one
+    failure the limits fail open at once for REDIS_RETRY_AFTER, then ask again."""
+    backend = RedisBackend(redis_url)
+    rule = limits.Limit(rate=1, burst=1)
+    clock = [1000.0]
+    backend.clock = lambda: clock[0]
+    asked: list[str] = []
+    real = backend._sync_client
+
+    def counting() -> Any:
+        asked.append("sync")
+        if len(asked) == 1:
+            raise ConnectionError("Redis went away")
+        return real()
+
+    monkeypatch.setattr(backend, "_sync_client", counting)
+    ident = f"u:test-{uuid.uuid4()}"
+    assert backend.take("mutate", ident, rule) == 0.0  # failed: open
+    assert backend.take("mutate", ident, rule) == 0.0  # not asked
+    assert await backend.acquire(ident, "slot", 0)  # not asked either
+    assert asked == ["sync"]
+    clock[0] += limits.REDIS_RETRY_AFTER + 0.1
+    assert backend.take("mutate", ident, rule) == 0.0  # asked again: the first token
+    assert backend.take("mutate", ident, rule) > 0  # and Redis counts again
+    assert asked == ["sync", "sync", "sync"]
+
+
 def test_anonymous_clients_are_limited_by_address_users_by_pk(ada):
     from django.contrib.auth.models import AnonymousUser
 
