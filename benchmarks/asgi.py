@@ -4,6 +4,7 @@
 - ``/plain/ws/?stream=<stream>``: :class:`PlainConsumer`, what people write by hand.
 - ``/bare/ws/``: :class:`BareConsumer`, a Channels consumer that only accepts (the memory
   baseline).
+- ``/dcrf/ws/`` (with ``BENCH_DCRF=1``): djangochannelsrestframework's model observer.
 - HTTP: the test project (syncapp's REST API under ``/sync/``).
 """
 
@@ -67,19 +68,53 @@ class BareConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await self.send_json({"type": "subscribed"})
 
 
-plain = URLRouter(
-    [
-        path("plain/ws/", PlainConsumer.as_asgi()),
-        path("bare/ws/", BareConsumer.as_asgi()),
-    ]
-)
+routes = [
+    path("plain/ws/", PlainConsumer.as_asgi()),
+    path("bare/ws/", BareConsumer.as_asgi()),
+]
+
+if os.environ.get("BENCH_DCRF"):
+    # Only in the processes of the djangochannelsrestframework peer: its model observer
+    # hooks every Card's post_init and post_save in the process, which would tax the
+    # other peers' writes.
+    from djangochannelsrestframework.consumers import AsyncAPIConsumer
+    from djangochannelsrestframework.observer import model_observer
+
+    from tests.testapp.models import Card
+
+    class DcrfConsumer(AsyncAPIConsumer):  # type: ignore[misc]
+        """djangochannelsrestframework's model observer, as its README sets it up: every
+        consumer subscribes to the Card observer; each saved Card is serialized once
+        (in the writer's thread), group_sent, and sent by each consumer with
+        ``send_json`` (in the ``ops`` shape the benchmark clients count)."""
+
+        async def accept(self, subprotocol: Any = None) -> None:
+            await super().accept(subprotocol)
+            await self.card_activity.subscribe()
+            await self.send_json({"type": "subscribed"})
+
+        @model_observer(Card)
+        async def card_activity(self, message: Any, observer: Any = None, **kwargs: Any) -> None:
+            await self.send_json({"type": "ops", "ops": [message]})
+
+        @card_activity.serializer  # type: ignore[no-redef]
+        def card_activity(self, instance: Any, action: Any, **kwargs: Any) -> dict[str, Any]:
+            return {
+                "action": action.value,
+                "pk": str(instance.pk),
+                "fields": {"board": str(instance.board_id), "title": instance.title},
+            }
+
+    routes.append(path("dcrf/ws/", DcrfConsumer.as_asgi()))
+
+plain = URLRouter(routes)
 sync = websocket_application(prefix="sync/")
 
 
 async def websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """``/plain/...`` and ``/bare/...`` to the hand-written consumers (no Origin check, no
     auth), the rest to syncapp."""
-    app = plain if scope["path"].startswith(("/plain/", "/bare/")) else sync
+    app = plain if scope["path"].startswith(("/plain/", "/bare/", "/dcrf/")) else sync
     await app(scope, receive, send)
 
 

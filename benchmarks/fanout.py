@@ -49,6 +49,8 @@ PEERS = [
     Peer("syncapp, daphne", "syncapp", "daphne"),
     Peer("plain Channels, uvicorn", "plain", "uvicorn"),
     Peer("syncapp, uvicorn", "syncapp", "uvicorn"),
+    Peer("djangochannelsrestframework observer, daphne", "dcrf", "daphne"),
+    Peer("djangochannelsrestframework observer, uvicorn", "dcrf", "uvicorn"),
 ]
 
 
@@ -66,7 +68,7 @@ def processes_for(subscribers: int) -> int:
 def url_for(kind: str, port: int) -> str:
     if kind == "syncapp":
         return f"ws://127.0.0.1:{port}/sync/ws/"
-    if kind in ("plain", "bare"):
+    if kind in ("plain", "bare", "dcrf"):
         return f"ws://127.0.0.1:{port}/{kind}/ws/?stream={harness.STREAM}"
     return f"ws://127.0.0.1:{port}/"
 
@@ -218,7 +220,10 @@ async def run_peer(
     if peer.kind == "floor":
         server = FloorServer(name, workdir)
     else:
-        server = DjangoServer(name, peer.server, workdir, db.fresh(name))
+        env = db.fresh(name)
+        if peer.kind == "dcrf":
+            env["BENCH_DCRF"] = "1"
+        server = DjangoServer(name, peer.server, workdir, env)
     rows = []
     with harness.running(server):
         first = 0
