@@ -244,6 +244,18 @@ def test_gap_a_client_that_never_reached_the_head():
     assert violation == Violation("gap", "c2", "ended at e1/3, the server's head is e1/4")
 
 
+def test_a_closed_client_owes_no_final_state_but_one_that_just_stopped_does():
+    histories, server = correct()
+    histories[1].records[-1:] = [{"type": "closed"}]  # a browser tab closed mid-run
+    assert check(histories, server) == []
+    histories[1].records[-1:] = []
+    assert check(histories, server) == [Violation("gap", "c2", "no final state recorded")]
+    # Closed, but what it saw before still counts.
+    histories[1].records.append({"type": "closed"})
+    histories[1].records[5]["mutation"] = M4
+    assert kinds(check(histories, server)) == {"gap"}
+
+
 @pytest.mark.parametrize("change", ["field", "version", "missing", "extra"])
 def test_divergence_a_client_view_unlike_the_servers(change):
     histories, server = correct()

@@ -263,9 +263,7 @@ async def test_client_subscribe_internal_error_is_retried(server, make_client, s
     assert sleep.delays == [0.005]
 
 
-async def test_client_rate_limited_subscribe_is_retried_after_the_wait(
-    server, make_client, sleep
-):
+async def test_client_rate_limited_subscribe_is_retried_after_the_wait(server, make_client, sleep):
     server.refuse_subscribe = [{"code": "rate_limited", "retry_after_ms": 250}]
     client = make_client(server.url)
     await client.connect()

@@ -394,6 +394,42 @@ test("resolve: an older result does not overwrite a newer base version", () => {
   eq(state.base.get(objectKey(TODO, 1)), todo(1, 3, { title: "mine", done: true }));
 });
 
+test("resolve: a result after its op and a later delete does not bring the object back", () => {
+  const state = loaded();
+  const mine = mutation("create", 9, { title: "new" });
+  state.addPending(mine);
+  // Someone deleted it right after; both ops came before my (late, replayed) result.
+  state.applyOps([op(3, "create", 9, 1, { title: "new" }, mine.id), op(4, "delete", 9, 2)]);
+  state.resolve(mine.id, {
+    id: mine.id,
+    status: "applied",
+    seq: 3,
+    version: 1,
+    object: todo(9, 1, { title: "new" }),
+  });
+  eq(state.base.has(objectKey(TODO, 9)), false);
+  eq(state.get(TODO, 9), undefined);
+});
+
+test("resolve: a late conflict (no seq) for an object deleted since does not bring it back", () => {
+  const state = loaded();
+  const mine = mutation("update", 1, { title: "mine" }, { base_version: 0 });
+  state.addPending(mine);
+  state.applyOps([op(3, "delete", 1, 2)]);
+  state.resolve(mine.id, {
+    id: mine.id,
+    status: "conflict",
+    seq: null,
+    version: 1,
+    object: todo(1, 1, { title: "milk", done: false }),
+    error: { code: "stale", message: "Stale." },
+  });
+  eq(state.base.has(objectKey(TODO, 1)), false);
+  // A create op of that key (a new object) is taken again.
+  state.applyOps([op(4, "create", 1, 1, { title: "again" })]);
+  eq(state.get(TODO, 1).fields.title, "again");
+});
+
 test("resolve: an unknown id returns undefined but still takes a newer object", () => {
   const state = loaded();
   const result = {

@@ -218,6 +218,8 @@ export class StreamState {
   base = new Map();
   /** @type {Mutation[]} Sent or waiting to be sent, not yet answered; in order. */
   pending = [];
+  /** @type {Set<string>} Keys an op deleted since the last snapshot: a late result must not bring them back. */
+  #deleted = new Set();
 
   /** @param {string} stream */
   constructor(stream) {
@@ -242,6 +244,7 @@ export class StreamState {
     this.epoch = epoch;
     this.seq = seq;
     this.base = new Map();
+    this.#deleted = new Set();
     for (const object of objects) this.#put(object);
   }
 
@@ -284,7 +287,10 @@ export class StreamState {
    * Take in the server's answer to a mutation: it leaves `pending`, and `base` takes
    * the object the server sent (unless `base` has a newer version of it already).
    * `applied`/`conflict` without an object (after a delete) and `gone` remove the
-   * object; `rejected` changes nothing else, so the view rolls back.
+   * object; `rejected` changes nothing else, so the view rolls back. A result that
+   * comes after its op (its `seq` is at or before the position: `base` holds that op
+   * and maybe later ones) or whose object an op has deleted since is late: its object
+   * is not taken, so it cannot bring back an object deleted meanwhile.
    *
    * @param {string} id
    * @param {MutationResult} result
@@ -293,9 +299,10 @@ export class StreamState {
   resolve(id, result) {
     const mutation = this.#dropPending(id);
     const { status, object } = result;
+    const late = typeof result.seq === "number" && this.epoch !== null && result.seq <= this.seq;
     if (status === "applied" || status === "conflict") {
       if (object) {
-        this.#putIfNewer(object);
+        if (!late && !this.#deleted.has(objectKey(object.model, object.pk))) this.#putIfNewer(object);
       } else if (mutation) {
         this.base.delete(objectKey(mutation.model, mutation.pk));
       }
@@ -386,8 +393,10 @@ export class StreamState {
     const current = this.base.get(key);
     if (op.op === "delete") {
       this.base.delete(key);
+      this.#deleted.add(key);
       return;
     }
+    if (op.op === "create") this.#deleted.delete(key);
     // A result may have put a newer version here already; an older op must not undo it.
     if (current && isNewer(current.version, op.version)) return;
     if (op.op === "create") {
