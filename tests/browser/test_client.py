@@ -231,6 +231,39 @@ async def test_tabs_share_one_websocket_and_hand_over_when_the_leader_closes(
     await wait_title(second, "after the handover")
 
 
+async def test_a_reset_reaches_the_follower_tabs_too(
+    new_context: NewContext, login: Login, demo_server: DemoServer
+) -> None:
+    """The leader's stream is reset: the follower loads the new snapshot the leader
+    relays and hears the reset (its ``reset`` event), as a leader would."""
+    context = await new_context()
+    leader = await blank_page(context, login)
+    info = await start(leader, persist=False)
+    await wait_state(leader, "live", "websocket")
+    follower = await context.new_page()
+    await follower.goto(BLANK)
+    await start(follower, persist=False)
+    await wait_state(follower, "live", "websocket")
+    assert not await follower.evaluate("() => window.t.client.isLeader")
+    await follower.evaluate(
+        """() => {
+             window.t.resets = [];
+             window.t.handle.on('reset', (info) => window.t.resets.push(info));
+           }"""
+    )
+    await create_todo(leader, "before the reset")
+    await wait_title(follower, "before the reset")
+    old = await follower.evaluate("() => window.t.handle.position")
+
+    await asyncio.to_thread(demo_server.manage, "syncapp_reset_stream", info["stream"])
+    other = await writer(new_context, login)
+    await create_todo(other, "after the reset")
+    await wait_title(follower, "after the reset")
+    await follower.wait_for_function("() => window.t.resets.length > 0")
+    position = await follower.evaluate("() => window.t.handle.position")
+    assert position["epoch"] != old["epoch"]
+
+
 async def test_bad_input_is_refused_before_it_is_queued(
     new_context: NewContext, login: Login
 ) -> None:

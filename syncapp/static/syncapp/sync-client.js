@@ -421,6 +421,9 @@ export class SyncClient extends Emitter {
       case "snapshot":
         if (!leader && this.streams.get(message.stream)?.wanted) this.receiveSnapshot(message.stream, message.snapshot);
         break;
+      case "reset":
+        if (!leader && this.streams.get(message.stream)?.wanted) this.handleOf(message.stream).emit("reset", message.info);
+        break;
       case "result":
         this.settle(message.result);
         break;
@@ -595,6 +598,8 @@ export class SyncClient extends Emitter {
    */
   receiveReset(stream, info) {
     const handle = this.handleOf(stream);
+    // The followers get the snapshot that follows from the leader; they hear why too.
+    if (this.isLeader) this.tabs?.post({ t: "reset", stream, info });
     handle.emit("reset", info);
     handle.state.epoch = null;
     handle.state.seq = 0;
