@@ -69,8 +69,7 @@ class TokenAuthMiddleware(BaseMiddleware):  # type: ignore[misc]
     the scope so that the consumer closes with 4401 instead of acting anonymous."""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        query = parse_qs(scope.get("query_string", b"").decode("latin1"))
-        token = (query.get("token") or [None])[-1]
+        token = _token(scope)
         if token:
             scope = dict(scope)
             try:
@@ -88,9 +87,15 @@ def _user(user_id: str) -> Any:
     return user
 
 
+def _token(scope: dict[str, Any]) -> str | None:
+    """The handshake's ``?token=`` (the last one), if any."""
+    query: dict[str, list[str]] = parse_qs(scope.get("query_string", b"").decode("latin1"))
+    tokens_given = query.get("token")
+    return tokens_given[-1] if tokens_given else None
+
+
 def _has_token(scope: dict[str, Any]) -> bool:
-    query = parse_qs(scope.get("query_string", b"").decode("latin1"))
-    return bool((query.get("token") or [None])[-1])
+    return bool(_token(scope))
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str:

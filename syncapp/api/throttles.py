@@ -11,6 +11,7 @@ import math
 from typing import Any, NoReturn
 
 from rest_framework import exceptions
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
@@ -68,9 +69,6 @@ class ReadThrottle(UserThrottle):
     """Snapshot, ops and long-poll requests, SSE opens: the ``read`` bucket."""
 
     kind = "read"
-
-
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class ThrottleMixin:
