@@ -32,6 +32,9 @@ class WelcomeFrame(_ServerFrame, tag="welcome"):
     heartbeat_ms: int
     max_frame_bytes: int
     max_batch: int | None = None
+    # This connection's member id in presence, and the server's time (ISO 8601, UTC).
+    connection_id: str | None = None
+    time: str | None = None
 
 
 class SnapshotFrame(_ServerFrame, tag="snapshot"):

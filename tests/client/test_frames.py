@@ -38,6 +38,15 @@ def test_decode_welcome():
     assert frame == WelcomeFrame(protocol=1, heartbeat_ms=25000, max_frame_bytes=9)
 
 
+def test_decode_welcome_with_the_connection_id_and_the_servers_time():
+    frame = decode(
+        b'{"type":"welcome","protocol":1,"heartbeat_ms":25000,"max_frame_bytes":9,'
+        b'"max_batch":100,"connection_id":"5f2c9a1e0b7d4c3a","time":"2026-11-24T21:05:00Z"}'
+    )
+    assert isinstance(frame, WelcomeFrame)
+    assert (frame.connection_id, frame.time) == ("5f2c9a1e0b7d4c3a", "2026-11-24T21:05:00Z")
+
+
 def test_decode_ops():
     frame = decode(json.dumps({"type": "ops", "stream": "s", "ops": [OP]}))
     assert isinstance(frame, OpsFrame)
