@@ -90,8 +90,14 @@ def can_still_read(user: Any, stream: str) -> bool:
             user.refresh_from_db()
         except ObjectDoesNotExist:
             return False
-        if not getattr(user, "is_active", True):
-            return False  # as Django's ModelBackend: an inactive user is nobody
+    return may_read(user, stream)
+
+
+def may_read(user: Any, stream: str) -> bool:
+    """Whether ``user``, as just loaded from the database, may read ``stream``: an inactive
+    user is nobody (as Django's ModelBackend), otherwise the permission hook decides."""
+    if user is not None and user.is_authenticated and not getattr(user, "is_active", True):
+        return False
     return get_permission().can_read(user, stream)
 
 

@@ -171,14 +171,11 @@ def _denied_readers(stream: str, user_id: Any) -> list[Any]:
         readers = {listener.user_id for listener in manager.listeners_by_channel.get(channel, ())}
     if user_id is not None:
         readers = {reader for reader in readers if str(reader) == user_id}
-    permission = permissions.get_permission()
     users = get_user_model()._default_manager.in_bulk(r for r in readers if r != "anonymous")
     denied = []
     for reader in readers:
         user = AnonymousUser() if reader == "anonymous" else users.get(reader)
-        if user is None or not getattr(user, "is_active", True):
-            denied.append(reader)  # as permissions.can_still_read: an inactive user is nobody
-        elif not permission.can_read(user, stream):
+        if user is None or not permissions.may_read(user, stream):
             denied.append(reader)
     return denied
 
