@@ -39,7 +39,7 @@ DELIVERY_RATE = 1000.0  # deliveries per second in the paced phase
 @dataclass(frozen=True)
 class Peer:
     name: str
-    kind: str  # floor, plain, syncapp
+    kind: str  # floor, plain, bare, dcrf, syncapp
     server: str  # floor, daphne, uvicorn
 
 

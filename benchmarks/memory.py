@@ -17,31 +17,23 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
-from dataclasses import dataclass
 from typing import Any
 
 from benchmarks import harness
-from benchmarks.fanout import processes_for, ratio, url_for
+from benchmarks.fanout import Peer, processes_for, ratio, url_for
 from benchmarks.harness import DjangoServer, Usage
 
 WARM = 20
 SETTLE_S = 2.0
 
 
-@dataclass(frozen=True)
-class Setup:
-    name: str
-    kind: str  # bare, plain, syncapp
-    server: str  # daphne, uvicorn
-
-
 SETUPS = [
-    Setup("bare Channels consumer, daphne", "bare", "daphne"),
-    Setup("plain Channels, daphne", "plain", "daphne"),
-    Setup("syncapp, daphne", "syncapp", "daphne"),
-    Setup("bare Channels consumer, uvicorn", "bare", "uvicorn"),
-    Setup("plain Channels, uvicorn", "plain", "uvicorn"),
-    Setup("syncapp, uvicorn", "syncapp", "uvicorn"),
+    Peer("bare Channels consumer, daphne", "bare", "daphne"),
+    Peer("plain Channels, daphne", "plain", "daphne"),
+    Peer("syncapp, daphne", "syncapp", "daphne"),
+    Peer("bare Channels consumer, uvicorn", "bare", "uvicorn"),
+    Peer("plain Channels, uvicorn", "plain", "uvicorn"),
+    Peer("syncapp, uvicorn", "syncapp", "uvicorn"),
 ]
 
 
@@ -49,7 +41,7 @@ def sizes(small: bool) -> list[int]:
     return [200] if small else [1000, 5000]
 
 
-async def measure(setup: Setup, server: DjangoServer, connections: int) -> dict[str, Any]:
+async def measure(setup: Peer, server: DjangoServer, connections: int) -> dict[str, Any]:
     assert server.proc is not None
     usage = Usage(server.proc.pid)
     url = url_for(setup.kind, server.port)
@@ -81,7 +73,7 @@ async def measure(setup: Setup, server: DjangoServer, connections: int) -> dict[
     }
 
 
-async def run_setup(setup: Setup, connections: int, workdir: Any, db: Any) -> dict[str, Any]:
+async def run_setup(setup: Peer, connections: int, workdir: Any, db: Any) -> dict[str, Any]:
     name = f"{setup.kind}-{setup.server}-{connections}"
     server = DjangoServer(name, setup.server, workdir, db.fresh(name))
     with harness.running(server):

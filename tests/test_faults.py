@@ -507,6 +507,21 @@ async def test_clock_skew_an_hour_either_way_and_year_9999_stay_within_the_clamp
     ]
 
 
+async def update_with_raw_clock(transport: Any, card: Any, clock: str) -> Any:
+    """An update of ``card`` whose ``clock`` is the raw JSON text ``clock``."""
+    mutation = json.dumps(
+        {
+            "id": str(uuid.uuid4()),
+            "stream": f"board:{card.board_id}",
+            "model": "testapp.card",
+            "pk": str(card.pk),
+            "op": "update",
+            "fields": {"body": "never"},
+        }
+    )
+    return await transport.raw("c1", mutation[:-1] + f', "clock": {clock}}}')
+
+
 @pytest.mark.parametrize(
     "clock",
     [
@@ -524,17 +539,7 @@ async def test_clock_skew_an_hour_either_way_and_year_9999_stay_within_the_clamp
     ],
 )
 async def test_malformed_clocks_get_a_typed_error_and_change_nothing(transport, card, clock):
-    mutation = json.dumps(
-        {
-            "id": str(uuid.uuid4()),
-            "stream": f"board:{card.board_id}",
-            "model": "testapp.card",
-            "pk": str(card.pk),
-            "op": "update",
-            "fields": {"body": "never"},
-        }
-    )
-    answer = await transport.raw("c1", mutation[:-1] + f', "clock": {clock}}}')
+    answer = await update_with_raw_clock(transport, card, clock)
     assert answer["error"] == "invalid", answer
     assert "$.mutations[0].clock" in answer["detail"]
     assert (await adb(stored)(card, "body"))[0] == "created"
@@ -543,17 +548,7 @@ async def test_malformed_clocks_get_a_typed_error_and_change_nothing(transport, 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
 async def test_nan_and_infinite_clock_literals_are_parse_errors(transport, card, literal):
-    mutation = json.dumps(
-        {
-            "id": str(uuid.uuid4()),
-            "stream": f"board:{card.board_id}",
-            "model": "testapp.card",
-            "pk": str(card.pk),
-            "op": "update",
-            "fields": {"body": "never"},
-        }
-    )
-    answer = await transport.raw("c1", mutation[:-1] + f', "clock": {literal}}}')
+    answer = await update_with_raw_clock(transport, card, literal)
     assert answer["error"] == "parse_error", answer
     assert (await adb(stored)(card, "body"))[0] == "created"
     assert len(await adb(ops)(f"board:{card.board_id}")) == 1

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass, field
 
+import pytest
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from syncapp.hub import Batch, Hub
@@ -52,19 +54,20 @@ def test_frame_is_built_once_and_holds_the_ops():
     )
 
 
-class QuietRedisLayer:
-    """A layer whose blocking receive times out (redis-py 8's 5 s socket timeout) a few
-    times before a message arrives, as a real RedisChannelLayer does when it is quiet."""
+class FailingLayer:
+    """A layer whose receive raises ``error`` a few times before a message arrives (a
+    quiet RedisChannelLayer under redis-py 8 raises a read timeout every 5 s)."""
 
-    def __init__(self, timeouts: int, message: dict[str, object]) -> None:
+    def __init__(self, timeouts: int, error: Exception) -> None:
         self.timeouts = timeouts
-        self.message = message
+        self.error = error
+        self.message: dict[str, object] = {"type": "syncapp.unknown"}
         self.delivered = asyncio.Event()
 
     async def receive(self, channel: str) -> dict[str, object]:
         if self.timeouts:
             self.timeouts -= 1
-            raise RedisTimeoutError("Timeout reading from 127.0.0.1:6379")
+            raise self.error
         if not self.delivered.is_set():
             self.delivered.set()
             return self.message
@@ -72,17 +75,28 @@ class QuietRedisLayer:
         raise AssertionError
 
 
-async def test_a_quiet_redis_layer_is_received_again_at_once(monkeypatch, caplog):
-    message = {"type": "syncapp.unknown"}
-    layer = QuietRedisLayer(timeouts=8, message=message)
+@dataclass
+class ReceiveRun:
+    dispatched: list[dict[str, object]] = field(default_factory=list)
+    sleeps: list[float] = field(default_factory=list)
+    rejoined: int = 0
+
+
+async def run_receive_loop(monkeypatch: pytest.MonkeyPatch, layer: FailingLayer) -> ReceiveRun:
+    """The hub's receive loop on ``layer`` until its message is dispatched: what it
+    dispatched, how long it backed off, how often it rejoined its groups."""
     hub = Hub(layer, asyncio.get_running_loop())
-    dispatched: list[dict[str, object]] = []
-    monkeypatch.setattr(hub, "dispatch", dispatched.append)
-    sleeps: list[float] = []
+    run = ReceiveRun()
+    monkeypatch.setattr(hub, "dispatch", run.dispatched.append)
+
+    async def rejoin() -> None:
+        run.rejoined += 1
+
+    monkeypatch.setattr(hub, "rejoin", rejoin)
     real_sleep = asyncio.sleep
 
     async def sleep(delay: float) -> None:
-        sleeps.append(delay)
+        run.sleeps.append(delay)
         await real_sleep(0)
 
     monkeypatch.setattr("syncapp.hub.asyncio.sleep", sleep)
@@ -92,81 +106,28 @@ async def test_a_quiet_redis_layer_is_received_again_at_once(monkeypatch, caplog
         await real_sleep(0)
     finally:
         task.cancel()
-    assert dispatched == [message]
-    assert sleeps == []  # no backoff: a timeout of a blocking pop is not a failure
+    return run
+
+
+async def test_a_quiet_redis_layer_is_received_again_at_once(monkeypatch, caplog):
+    layer = FailingLayer(8, RedisTimeoutError("Timeout reading from 127.0.0.1:6379"))
+    run = await run_receive_loop(monkeypatch, layer)
+    assert run.dispatched == [layer.message]
+    assert run.sleeps == []  # no backoff: a timeout of a blocking pop is not a failure
+    assert run.rejoined == 0
     assert "receive failed" not in caplog.text
 
 
-async def test_other_receive_failures_back_off_and_are_logged(monkeypatch, caplog):
-    class Broken(QuietRedisLayer):
-        async def receive(self, channel: str) -> dict[str, object]:
-            if self.timeouts:
-                self.timeouts -= 1
-                raise ConnectionError("Redis went away")
-            return await super().receive(channel)
-
-    layer = Broken(timeouts=2, message={"type": "syncapp.unknown"})
-    hub = Hub(layer, asyncio.get_running_loop())
-    monkeypatch.setattr(hub, "dispatch", lambda message: None)
-    rejoined: list[bool] = []
-
-    async def rejoin() -> None:
-        rejoined.append(True)
-
-    monkeypatch.setattr(hub, "rejoin", rejoin)
-    sleeps: list[float] = []
-    real_sleep = asyncio.sleep
-
-    async def sleep(delay: float) -> None:
-        sleeps.append(delay)
-        await real_sleep(0)
-
-    monkeypatch.setattr("syncapp.hub.asyncio.sleep", sleep)
-    task = asyncio.ensure_future(hub._receive_loop())
-    try:
-        await asyncio.wait_for(layer.delivered.wait(), 5)
-    finally:
-        task.cancel()
-    assert sleeps == [0.2, 0.4]
-    await real_sleep(0)
-    assert rejoined == [True]  # memberships renewed once the layer answers again
-    assert caplog.text.count("Channel layer receive failed") == 2
-
-
-async def test_a_redis_that_cannot_be_reached_is_a_failure_not_a_quiet_layer(monkeypatch, caplog):
-    """redis-py raises the same TimeoutError when it cannot connect: that backs off, is
-    logged, and rejoins the groups once Redis answers."""
-
-    class Unreachable(QuietRedisLayer):
-        async def receive(self, channel: str) -> dict[str, object]:
-            if self.timeouts:
-                self.timeouts -= 1
-                raise RedisTimeoutError("Timeout connecting to server")
-            return await super().receive(channel)
-
-    layer = Unreachable(timeouts=2, message={"type": "syncapp.unknown"})
-    hub = Hub(layer, asyncio.get_running_loop())
-    monkeypatch.setattr(hub, "dispatch", lambda message: None)
-    rejoined: list[bool] = []
-
-    async def rejoin() -> None:
-        rejoined.append(True)
-
-    monkeypatch.setattr(hub, "rejoin", rejoin)
-    sleeps: list[float] = []
-    real_sleep = asyncio.sleep
-
-    async def sleep(delay: float) -> None:
-        sleeps.append(delay)
-        await real_sleep(0)
-
-    monkeypatch.setattr("syncapp.hub.asyncio.sleep", sleep)
-    task = asyncio.ensure_future(hub._receive_loop())
-    try:
-        await asyncio.wait_for(layer.delivered.wait(), 5)
-        await real_sleep(0)
-    finally:
-        task.cancel()
-    assert sleeps == [0.2, 0.4]
-    assert rejoined == [True]
+@pytest.mark.parametrize(
+    "error",
+    [ConnectionError("Redis went away"), RedisTimeoutError("Timeout connecting to server")],
+    ids=["connection error", "connect timeout"],
+)
+async def test_other_receive_failures_back_off_are_logged_and_rejoin(monkeypatch, caplog, error):
+    """Failures back off and are logged, and the groups are joined again once the layer
+    answers; redis-py raises the same TimeoutError when it cannot connect, and that is a
+    failure too, not a quiet layer."""
+    run = await run_receive_loop(monkeypatch, FailingLayer(2, error))
+    assert run.sleeps == [0.2, 0.4]
+    assert run.rejoined == 1
     assert caplog.text.count("Channel layer receive failed") == 2
