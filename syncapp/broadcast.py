@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from asgiref.sync import async_to_sync
 from django.db import transaction
 
+from syncapp import sender
 from syncapp.conf import conf
 from syncapp.encoding import encode_op
 
@@ -135,7 +136,12 @@ def _send_message(stream: str, ops: list[Op], content: Callable[[], dict[str, An
         layer = get_channel_layer(alias)
         if layer is None:
             return
-        async_to_sync(layer.group_send)(stream_group(stream), content())
+        loop = sender.serving_loop()
+        if loop is not None:
+            # A mutation's thread under an ASGI server: queue it, do not wait for the loop.
+            sender.send_later(loop, layer, stream_group(stream), content())
+        else:
+            async_to_sync(layer.group_send)(stream_group(stream), content())
     except Exception:
         logger.warning(
             "Could not broadcast ops %s..%s of %s", ops[0].seq, ops[-1].seq, stream, exc_info=True

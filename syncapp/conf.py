@@ -1,7 +1,9 @@
 """syncapp's settings: one ``SYNCAPP`` dict, read lazily, with documented defaults.
 
-Every value is looked up when it is used, so ``override_settings(SYNCAPP=...)`` works and
-nothing is read at import time. ``docs/configuration.md`` describes each key.
+Nothing is read at import time. A value is read and checked on first use, then kept
+until ``SYNCAPP`` changes (Django's ``setting_changed``, which ``override_settings`` and
+pytest-django's ``settings`` fixture send), as DRF's ``api_settings`` does: the fan-out
+reads some of them once per delivery. ``docs/configuration.md`` describes each key.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
 DEFAULTS: dict[str, Any] = {
@@ -150,6 +153,11 @@ _OPTIONAL_INTS = {
 class Settings:
     """Attribute access to ``settings.SYNCAPP`` with defaults, e.g. ``conf.MAX_BATCH``."""
 
+    def reload(self) -> None:
+        """Forget the values read so far (``SYNCAPP`` changed)."""
+        for name in DEFAULTS:
+            self.__dict__.pop(name, None)
+
     @property
     def user_settings(self) -> dict[str, Any]:
         value = getattr(settings, "SYNCAPP", {})
@@ -158,10 +166,12 @@ class Settings:
         return value
 
     def __getattr__(self, name: str) -> Any:
+        # Only called for a name not read yet: once read, the value is an attribute.
         if name not in DEFAULTS:
             raise AttributeError(f"Unknown syncapp setting {name!r}.")
-        value = self.user_settings.get(name, DEFAULTS[name])
-        return _coerce(name, value)
+        value = _coerce(name, self.user_settings.get(name, DEFAULTS[name]))
+        self.__dict__[name] = value
+        return value
 
     def import_setting(self, name: str) -> Any:
         """Import the object a dotted-path setting names, with an error naming the setting."""
@@ -201,3 +211,11 @@ def unknown_keys() -> list[str]:
 
 
 conf = Settings()
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == "SYNCAPP":
+        conf.reload()
+
+
+setting_changed.connect(_reload, dispatch_uid="syncapp.conf.reload")

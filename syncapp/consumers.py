@@ -23,7 +23,7 @@ from django.utils import timezone
 from syncapp import encoding, limits, mutations, permissions, presence
 from syncapp.conf import conf
 from syncapp.exceptions import PayloadTooLarge, SyncError
-from syncapp.hub import Hub, get_hub
+from syncapp.hub import Batch, Hub, get_hub
 from syncapp.middleware import AUTH_ERROR, SERVER_SEND
 from syncapp.protocol import (
     PROTOCOL_VERSION,
@@ -175,9 +175,13 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.last_seen = self.hub.timer()
         # Frames waiting for the writer; made by push(), dropped once sent (an empty
         # deque is ~600 bytes, and most connections are idle most of the time).
-        self.outbox: deque[str] | None = None
+        self.outbox: deque[str | Batch] | None = None
         self.outbox_bytes = 0
+        self.flush_scheduled = False
         self.socket = ServerSocket(self.scope.get(SERVER_SEND))
+        # Frames go straight to the server: Channels' send and its session middleware's
+        # (which reads the session on every message) add nothing to a WebSocket frame.
+        self._server_send = self.scope.get(SERVER_SEND) or self.base_send
         self.reading_paused = False
         # Started by push() when there is something to send, gone when all is sent: an
         # idle connection holds no task (docs/benchmarks.md, memory).
@@ -289,9 +293,11 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         """Bytes waiting for this client: in the outbox and in the server's buffer."""
         return self.outbox_bytes + self.socket.backlog()
 
-    def push(self, text: str) -> None:
-        """Queue a frame. A client that keeps up takes any frame, however large; one that
-        let more than OUTBOX_BYTES pile up is closed with 4503 (reconnect and resume)."""
+    def push(self, item: str | Batch) -> None:
+        """Queue a frame, or a batch of live ops (which may go out in one ``ops`` frame with
+        the batches queued after it). A client that keeps up takes any frame, however
+        large; one that let more than OUTBOX_BYTES pile up is closed with 4503 (reconnect
+        and resume)."""
         if self.closing:
             return
         if self.backlog() > conf.OUTBOX_BYTES:
@@ -299,10 +305,11 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         if self.outbox is None:
             self.outbox = deque()
-        self.outbox.append(text)
-        self.outbox_bytes += len(text)
-        if self.writer is None or self.writer.done():
-            self.writer = self.spawn(self._write_out())
+        self.outbox.append(item)
+        self.outbox_bytes += len(item) if isinstance(item, str) else len(item.frame())
+        if not self.flush_scheduled and (self.writer is None or self.writer.done()):
+            self.flush_scheduled = True
+            self.hub.schedule_flush(self)
 
     def fell_behind(self) -> None:
         """Close with 4503: the client should reconnect and resume from its position."""
@@ -335,12 +342,79 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             frame["ref"] = ref
         self.push_frame(frame)
 
-    async def _write_out(self) -> None:
+    def flush(self, frames: dict[tuple[str, str, int, int], str]) -> None:
+        """Send what is queued: called by the hub once per turn of the event loop for every
+        connection that has something to send, so that ops delivered in the same turn go
+        out in one frame.
+
+        The server's send is started here, not in a task: daphne's and (unless the socket
+        pushes back) uvicorn's complete without waiting. A send that has to wait is
+        finished by the connection's writer task, which then sends the rest.
+        ``frames`` holds the coalesced frames of this turn, built once for every
+        connection that queued the same batches."""
+        self.flush_scheduled = False
+        if self.writer is not None and not self.writer.done():
+            return  # the writer sends the rest
         while self.outbox:
-            text = self.outbox.popleft()
-            self.outbox_bytes -= len(text)
-            await self.send(text_data=text)
+            text = self._next(frames)
+            try:
+                sending = self._server_send({"type": "websocket.send", "text": text})
+                waiting = sending.send(None)
+            except StopIteration:
+                continue
+            except Exception as exc:
+                self._send_failed(exc)
+                return
+            self.writer = self.spawn(self._finish(sending, waiting))
+            return
         self.outbox = None
+
+    def _next(self, frames: dict[tuple[str, str, int, int], str]) -> str:
+        """The next frame out of the outbox: a frame as it was queued, or the ops of
+        consecutive batches of one stream, up to OUTBOX_BYTES / 4, in one ``ops`` frame."""
+        assert self.outbox
+        item = self.outbox.popleft()
+        if isinstance(item, str):
+            self.outbox_bytes -= len(item)
+            return item
+        run, size = [item], len(item.frame())
+        limit = conf.OUTBOX_BYTES // 4
+        while self.outbox:
+            after = self.outbox[0]
+            if (
+                isinstance(after, str)
+                or after.stream != item.stream
+                or after.epoch != item.epoch
+                or after.first != run[-1].last + 1
+                or size + len(after.frame()) > limit
+            ):
+                break
+            self.outbox.popleft()
+            run.append(after)
+            size += len(after.frame())
+        self.outbox_bytes -= size
+        if len(run) == 1:
+            return item.frame()
+        key = (item.stream, item.epoch, item.first, run[-1].last)
+        text = frames.get(key)
+        if text is None:
+            ops = [op for batch in run for op in batch.ops]
+            text = frames[key] = Batch(item.stream, item.epoch, key[2], key[3], ops).frame()
+        return text
+
+    async def _finish(self, sending: Coroutine[Any, Any, Any], waiting: Any) -> None:
+        """Finish a send that had to wait, then send the rest."""
+        await _resume(sending, waiting)
+        while self.outbox:
+            await self._server_send({"type": "websocket.send", "text": self._next({})})
+        self.outbox = None
+
+    def _send_failed(self, exc: Exception) -> None:
+        self.outbox = None
+        self.outbox_bytes = 0
+        logger.error("Could not write to a WebSocket", exc_info=exc)
+        self.closing = True
+        self.spawn(self.close(CLOSE_SERVER_ERROR))
 
     # incoming
 
@@ -585,6 +659,30 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         return None
 
     async def _close_after_flush(self, code: int) -> None:
-        while self.writer is not None and not self.writer.done():
-            await asyncio.wait([self.writer])
+        while self.outbox or (self.writer is not None and not self.writer.done()):
+            if self.writer is not None and not self.writer.done():
+                await asyncio.wait([self.writer])
+            else:
+                await asyncio.sleep(0)  # the hub's flush of this turn
         await self.close(code)
+
+
+async def _resume(coroutine: Coroutine[Any, Any, Any], waiting: Any) -> None:
+    """Run ``coroutine`` to its end, as a task would, from where it stopped to wait for
+    ``waiting`` (what it yielded: an asyncio future, or None to let the loop turn).
+
+    :meth:`SyncConsumer.flush` starts the server's send by hand so that a send which
+    does not wait costs no task; the rare one that waits ends here."""
+    try:
+        while True:
+            if waiting is None:
+                await asyncio.sleep(0)
+            elif not waiting.done():
+                await asyncio.wait([waiting])
+            try:
+                waiting = coroutine.send(None)
+            except StopIteration:
+                return
+    except BaseException:
+        coroutine.close()
+        raise

@@ -64,6 +64,8 @@ FEED_LINGER = 30.0
 # Batches a feed holds while it reads the log; past it, the log alone fills the gap.
 PENDING_LIMIT = 1000
 REPAIR_PAGE = 1000
+# The longest a flush waits for the previous one's share of the loop (seconds).
+MAX_FLUSH_WAIT = 0.05
 
 
 @dataclass(slots=True)
@@ -299,6 +301,11 @@ class Hub:
         self._revoked: dict[str | None, int] = {}
         self.closed = False
         self._sweeper: asyncio.Task[None] | None = None
+        # Connections with frames to send, written once per turn of the event loop.
+        self._unflushed: list[Any] = []
+        self._flush_scheduled = False
+        self._flush_started = self._flush_ended = self._flush_took = 0.0
+        self._settling = False
         # The hub's own thread for the database: its reads never run in (and never close
         # the connection of) a request's or a consumer's thread.
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="syncapp-hub")
@@ -364,6 +371,52 @@ class Hub:
     async def group_discard(self, group: str) -> None:
         if self.layer is not None:
             await self.layer.group_discard(group, self.channel)
+
+    def schedule_flush(self, connection: Any) -> None:
+        """Have ``connection.flush()`` called once the listeners of this turn of the event
+        loop have queued what they got: the batches that reach a connection before the
+        flush go out in one frame, and a delivery to a socket costs no task of its own.
+
+        Flushes take at most half of the loop's time while there is other work: the next
+        one waits as long after the last as the last took, counting the turn after it in
+        which the server writes what it buffered (daphne). A lone op goes out at once;
+        under a burst the work that makes ops (applying mutations, reading the channel
+        layer) keeps going, and the ops that came meanwhile share a frame."""
+        self._unflushed.append(connection)
+        if not self._flush_scheduled and not self._settling:
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        self._flush_scheduled = True
+        wait = min(self._flush_ended + self._flush_took - self.loop.time(), MAX_FLUSH_WAIT)
+        if wait > 0:
+            self.loop.call_later(wait, self._flush)
+        else:
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_started = self.loop.time()
+        self._flush_scheduled = False
+        self._settling = True
+        connections, self._unflushed = self._unflushed, []
+        frames: dict[tuple[str, str, int, int], str] = {}
+        for connection in connections:
+            try:
+                connection.flush(frames)
+            except Exception:
+                logger.exception("Could not write to a connection")
+        self.loop.call_soon(self._settle, True)
+
+    def _settle(self, again: bool) -> None:
+        """The end of a flush: two turns later, after the I/O of the turn that follows it."""
+        if again:
+            self.loop.call_soon(self._settle, False)
+            return
+        self._settling = False
+        self._flush_ended = self.loop.time()
+        self._flush_took = self._flush_ended - self._flush_started
+        if self._unflushed and not self._flush_scheduled:
+            self._schedule_flush()
 
     def watch_heartbeats(self) -> None:
         """Start closing silent connections (once per hub)."""

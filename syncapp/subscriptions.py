@@ -228,7 +228,7 @@ class Subscription:
             return
         part = batch.after(self.last)
         self.last = part.last
-        self.connection.push(part.frame())
+        self.connection.push(part)
 
     def ended(self) -> bool:
         """Closed, or its connection is closing (it may change across an await)."""
