@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
 from django.db import connections, models, router, transaction
+from django.db.models import signals
 
 from syncapp import clocks, oplog, registry
 from syncapp.clocks import Stamp
@@ -48,9 +49,13 @@ class Plan:
     old_stream: str
 
 
-def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+def chunked(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    """``items`` in slices of at most ``CHUNK`` (for ``pk IN (...)`` on SQLite)."""
     for start in range(0, len(items), CHUNK):
         yield items[start : start + CHUNK]
+
+
+_chunks = chunked
 
 
 def lock_priors(
@@ -320,3 +325,31 @@ def bulk_update(
             [d for obj, p in planned if p is not None for d in drafts(spec, obj, p)], using
         )
     return rows
+
+
+def bulk_insertable(model: type[models.Model]) -> bool:
+    """Whether :func:`insert_new` does for new objects of ``model`` all that saving each
+    one would: the model keeps ``SyncModel.save()``, has no multi-table parents, and
+    nothing listens to its ``pre_save`` or ``post_save``."""
+    from syncapp.mixins import SyncModel
+
+    return bool(
+        getattr(model, "save", None) is SyncModel.save
+        and not model._meta.parents
+        and not signals.pre_save.has_listeners(model)
+        and not signals.post_save.has_listeners(model)
+    )
+
+
+def insert_new(spec: SyncSpec, objs: Sequence[SyncModel], using: str) -> list[list[oplog.OpDraft]]:
+    """Insert ``objs``, new objects of one :func:`bulk_insertable` model whose primary keys
+    are absent from the table, with one INSERT; return the ops of each, to append in the
+    same transaction. Set-wise what ``save()`` does for each: stamp the sync metadata of a
+    create, write the row, describe it as stored. The caller knows the rows are absent
+    (``save()`` would read each under a lock); one that is not fails the INSERT."""
+    plans = [
+        plan(spec, obj, None, spec.fields, stream_after(obj, None, None), before_save=True)
+        for obj in objs
+    ]
+    _raw(spec.model, using).bulk_create(list(objs))
+    return [drafts(spec, obj, p) if p else [] for obj, p in zip(objs, plans, strict=True)]

@@ -22,7 +22,8 @@ from syncapp.models import Op, OpKind, Stream, new_epoch
 
 @dataclass(frozen=True, slots=True)
 class OpDraft:
-    """An op before it has a seq."""
+    """An op before it has a seq. ``attribution`` is where it came from, when not from the
+    attribution current at :func:`append` (a batch appends many mutations' ops at once)."""
 
     stream: str
     model: str
@@ -30,6 +31,7 @@ class OpDraft:
     kind: OpKind
     fields: dict[str, Any]
     version: int
+    attribution: context.Attribution | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +115,7 @@ def append(drafts: Sequence[OpDraft], using: str | None = None) -> list[Op]:
         return []
     if not connections[using].in_atomic_block:
         raise RuntimeError("oplog.append() must run inside transaction.atomic().")
-    attribution = context.current()
+    current = context.current()
     now = timezone.now()
     appended: list[tuple[int, Op]] = []
     # Streams are locked in name order, so two bulk writes cannot deadlock on them; within
@@ -126,20 +128,7 @@ def append(drafts: Sequence[OpDraft], using: str | None = None) -> list[Op]:
         stream.head += len(batch)
         stream.save(update_fields=["head"])
         ops = [
-            Op(
-                stream=stream,
-                seq=first + i,
-                model=d.model,
-                object_pk=d.object_pk,
-                kind=d.kind,
-                fields=d.fields,
-                version=d.version,
-                mutation_id=attribution.mutation_id,
-                actor_id=attribution.actor_id,
-                client_id=attribution.client_id,
-                source=attribution.source,
-                created_at=now,
-            )
+            _op(stream, first + i, d, d.attribution or current, now)
             for i, (_, d) in enumerate(batch)
         ]
         Op.objects.using(using).bulk_create(ops)
@@ -148,6 +137,23 @@ def append(drafts: Sequence[OpDraft], using: str | None = None) -> list[Op]:
     result = [op for _, op in sorted(appended, key=lambda item: item[0])]
     context.note_appended(result)
     return result
+
+
+def _op(stream: Stream, seq: int, d: OpDraft, by: context.Attribution, now: Any) -> Op:
+    return Op(
+        stream=stream,
+        seq=seq,
+        model=d.model,
+        object_pk=d.object_pk,
+        kind=d.kind,
+        fields=d.fields,
+        version=d.version,
+        mutation_id=by.mutation_id,
+        actor_id=by.actor_id,
+        client_id=by.client_id,
+        source=by.source,
+        created_at=now,
+    )
 
 
 def _check_position(stream: Stream, epoch: str | None, after: int) -> None:

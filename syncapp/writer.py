@@ -7,6 +7,7 @@ transport name the stream of an object it is about to create, with the same vali
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from django.db import connections
@@ -39,8 +40,36 @@ def _check_fields(spec: SyncSpec, fields: dict[str, Any]) -> None:
         )
 
 
+_serializers = threading.local()
+
+
+def _serializer(
+    spec: SyncSpec, data: Any = None, instance: SyncModel | None = None, partial: bool = False
+) -> Any:
+    """A serializer of ``spec`` bound to ``data`` and ``instance``.
+
+    The serializer syncapp generates for a model (no ``Sync.serializer``) is built once per
+    thread and rebound for each use: building a ModelSerializer's fields costs more than
+    validating a mutation with them, and they depend on nothing but the model. A declared
+    serializer may depend on anything, so it is built anew each time, as DRF expects.
+    """
+    cls = spec.serializer_class
+    if getattr(getattr(spec.model, "Sync", None), "serializer", None) is not None:
+        return cls(instance=instance, data=data, partial=partial)
+    cache: dict[type[Any], Any] = _serializers.__dict__.setdefault("by_class", {})
+    serializer = cache.get(cls)
+    if serializer is None:
+        serializer = cache[cls] = cls()
+    for attr in ("_validated_data", "_errors", "_data"):
+        serializer.__dict__.pop(attr, None)
+    serializer.instance = instance
+    serializer.initial_data = data
+    serializer.partial = partial
+    return serializer
+
+
 def _validate(spec: SyncSpec, data: dict[str, Any], instance: SyncModel | None) -> dict[str, Any]:
-    serializer = spec.serializer_class(instance=instance, data=data, partial=instance is not None)
+    serializer = _serializer(spec, data, instance, partial=instance is not None)
     read_only = [n for n in data if serializer.fields[n].read_only]
     if read_only:
         raise MutationRejected(
@@ -71,7 +100,7 @@ def _delta(name: str, value: Any, *, allow_plain: bool = False) -> int:
 def _counter_value(spec: SyncSpec, name: str, value: int) -> Any:
     """A counter's new value, through the serializer field's validators (ranges, ...)."""
     try:
-        return spec.serializer_class().fields[name].run_validation(value)
+        return _serializer(spec).fields[name].run_validation(value)
     except drf.ValidationError as exc:
         raise MutationRejected(
             "Validation failed.",
@@ -126,7 +155,7 @@ class Writer:
         if m.op == "create":
             if instance is not None:
                 error = ErrorInfo(code="exists", message="An object with this pk already exists.")
-                return self._result("conflict", instance, error)
+                return self.result("conflict", instance, error)
             return self._create(pk)
         if instance is None:
             return MutationResult(id=m.id, status="gone")
@@ -149,7 +178,10 @@ class Writer:
         server.observe(stamp)
         return stamp
 
-    def _create(self, pk: Any) -> MutationResult:
+    def prepare_create(self, pk: Any) -> SyncModel:
+        """The object a create makes, validated and allowed, not yet saved: everything
+        :meth:`run` does for a create of an absent ``pk`` before it writes, and nothing
+        that writes (the batch path inserts many such objects at once)."""
         m = self.mutation
         instance = build_new(self.spec, dict(m.fields), pk)
         stream = instance.get_sync_stream()
@@ -161,8 +193,12 @@ class Writer:
         clock = self._client_clock()
         if clock is not None:
             instance.sync_clocks = {name: clock.encode() for name in self.spec.fields}
+        return instance
+
+    def _create(self, pk: Any) -> MutationResult:
+        instance = self.prepare_create(pk)
         instance.save(using=self.using, force_insert=True)
-        return self._result("applied", instance)
+        return self.result("applied", instance)
 
     def _delete(self, instance: SyncModel) -> MutationResult:
         m = self.mutation
@@ -173,7 +209,7 @@ class Writer:
                 )
             if instance.sync_version > m.base_version:
                 error = ErrorInfo(code="stale", message="The object changed after base_version.")
-                return self._result("conflict", instance, error)
+                return self.result("conflict", instance, error)
         version = instance.sync_version + 1
         instance.delete(using=self.using)
         return MutationResult(id=m.id, status="applied", version=version)
@@ -222,8 +258,8 @@ class Writer:
             error = ErrorInfo(
                 code="conflict", message="The server kept its value for some fields.", fields=kept
             )
-            return self._result("conflict", instance, error)
-        return self._result("applied", instance)
+            return self.result("conflict", instance, error)
+        return self.result("applied", instance)
 
     def _context(
         self,
@@ -284,9 +320,10 @@ class Writer:
         )
         return op.fields.get(name) if op is not None else None
 
-    def _result(
+    def result(
         self, status: Any, instance: SyncModel, error: ErrorInfo | None = None
     ) -> MutationResult:
+        """The mutation's result, with ``instance`` as it now stands."""
         return MutationResult(
             id=self.mutation.id,
             status=status,

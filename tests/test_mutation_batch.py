@@ -1,0 +1,309 @@
+"""Set-wise batches: a batch's creates are checked one by one and written together, its
+idempotency records claimed, held and finished together, yet every mutation gets the
+result it would get alone, in order, and the op log stays gap-free in batch order."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from typing import Any
+
+import pytest
+from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
+
+from demo_project.todos.models import Todo, TodoList
+from syncapp import capture, idempotency, mutations, writer
+from syncapp.models import IdempotencyRecord, Op
+from syncapp.permissions import BasePermission
+from tests.helpers import mutation, ops
+from tests.test_broadcast import nothing_waiting, receive, subscribe
+from tests.testapp.models import Board, Card, Tag
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PUBLIC = "public:boards"
+
+
+def new_board(name: str, *, public: bool = True, pk: str | None = None) -> Any:
+    return mutation(
+        stream=PUBLIC if public else "boards",
+        model="testapp.board",
+        pk=pk or str(uuid.uuid4()),
+        op="create",
+        fields={"name": name, "public": public},
+    )
+
+
+def apply(batch: list[Any], user: Any) -> list[Any]:
+    return mutations.apply(batch, user=user, client_id="c1", source="test")
+
+
+def statements(queries: CaptureQueriesContext) -> list[str]:
+    return [q["sql"] for q in queries.captured_queries]
+
+
+def test_a_batch_of_creates_costs_a_few_statements_not_a_few_per_mutation(user):
+    layer, channel = subscribe(PUBLIC)
+    batch = [new_board(f"b{i}") for i in range(100)]
+    with CaptureQueriesContext(connection) as queries:
+        results = apply(batch, user)
+    assert [r.status for r in results] == ["applied"] * 100
+    assert [r.seq for r in results] == list(range(1, 101))
+    assert all(r.version == 1 and r.object.fields["name"] == f"b{i}" for i, r in enumerate(results))
+    # Claims (insert, read), then hold, the absent-pk read, one INSERT of the rows, the
+    # stream's lock and head, one INSERT of the ops, the results; BEGIN/COMMIT twice and a
+    # savepoint around the writes. Per-mutation statements would be hundreds.
+    assert len(queries.captured_queries) <= 20, "\n".join(statements(queries))
+    stored = ops(PUBLIC)
+    assert [op.seq for op in stored] == list(range(1, 101))
+    assert [op.mutation_id for op in stored] == [m.id for m in batch]
+    assert {(op.client_id, op.source, op.actor_id) for op in stored} == {("c1", "test", user.pk)}
+    assert IdempotencyRecord.objects.filter(status="done").count() == 100
+    message = receive(layer, channel)
+    assert (message["first"], message["last"], len(message["ops"])) == (1, 100, 100)
+    assert nothing_waiting(layer, channel)
+    # Retried whole: the stored results, no statement per mutation, no op.
+    with CaptureQueriesContext(connection) as queries:
+        assert apply(batch, user) == results
+    assert len(queries.captured_queries) <= 6, "\n".join(statements(queries))
+    assert Op.objects.count() == 100
+
+
+def test_creates_in_two_streams_lock_each_stream_once(user):
+    batch = [new_board(f"b{i}", public=i % 2 == 0) for i in range(100)]
+    with CaptureQueriesContext(connection) as queries:
+        results = apply(batch, user)
+    assert [r.status for r in results] == ["applied"] * 100
+    assert len(queries.captured_queries) <= 22, "\n".join(statements(queries))
+    for stream, share in ((PUBLIC, batch[0::2]), ("boards", batch[1::2])):
+        stored = ops(stream)
+        assert [op.seq for op in stored] == list(range(1, 51))
+        assert [op.mutation_id for op in stored] == [m.id for m in share]
+    assert [r.seq for r in results[0::2]] == list(range(1, 51))
+
+
+def test_a_mixed_batch_gets_in_order_what_each_would_get_alone(user, board):
+    retried = new_board("earlier")
+    first = apply([retried], user)[0]
+    card = Card.objects.create(board=board, title="t")
+    card.rank = 5
+    card.save()  # version 2: a rank edit based on version 1 is stale
+    a, b, c = new_board("a"), new_board("b", public=False), new_board("c")
+    batch = [
+        a,
+        retried,
+        new_board("x" * 101),
+        b,
+        mutation(stream=PUBLIC, model="testapp.board", pk=a.pk, op="update", fields={"name": "a2"}),
+        mutation(
+            stream=f"board:{board.pk}",
+            model="testapp.card",
+            pk=str(uuid.uuid4()),
+            op="create",
+            fields={"board": str(board.pk), "title": "new card"},
+        ),
+        mutation(
+            stream=f"board:{board.pk}",
+            model="testapp.card",
+            pk=str(card.pk),
+            op="update",
+            fields={"rank": 9, "done": True},
+            base_version=1,
+        ),
+        c,
+    ]
+    results = apply(batch, user)
+    assert [r.status for r in results] == [
+        "applied",
+        "applied",
+        "rejected",
+        "applied",
+        "applied",
+        "applied",
+        "conflict",
+        "applied",
+    ]
+    assert results[1] == first
+    assert results[2].error.code == "validation_failed"
+    assert results[4].version == 2
+    assert results[4].object.fields["name"] == "a2"
+    assert set(results[6].error.fields) == {"rank"}
+    card.refresh_from_db()
+    assert (card.rank, card.done) == (5, True)
+    # The public stream: the earlier create, then a, a's update, c, in batch order.
+    public = ops(PUBLIC)
+    assert [op.seq for op in public] == [1, 2, 3, 4]
+    assert [op.mutation_id for op in public] == [retried.id, a.id, batch[4].id, c.id]
+    assert [r.seq for r in (results[0], results[4], results[7])] == [2, 3, 4]
+    boards = ops("boards")
+    assert [op.seq for op in boards] == list(range(1, len(boards) + 1))
+    assert boards[-1].mutation_id == b.id
+    assert not Board.objects.filter(name="x" * 101).exists()
+    # Retried whole, the batch answers the same and writes nothing.
+    count = Op.objects.count()
+    assert apply(batch, user) == results
+    assert Op.objects.count() == count
+
+
+def test_two_creates_of_one_pk_in_a_batch(user):
+    pk = str(uuid.uuid4())
+    results = apply([new_board("one", pk=pk), new_board("two", pk=pk), new_board("x")], user)
+    assert [r.status for r in results] == ["applied", "conflict", "applied"]
+    assert results[1].error.code == "exists"
+    assert results[1].object.fields["name"] == "one"
+    assert [op.seq for op in ops(PUBLIC)] == [1, 2]
+
+
+def test_a_create_of_an_existing_pk_is_a_conflict(user):
+    existing = Board.objects.create(name="there", public=True)
+    results = apply([new_board("a"), new_board("b", pk=str(existing.pk)), new_board("c")], user)
+    assert [r.status for r in results] == ["applied", "conflict", "applied"]
+    assert results[1].error.code == "exists"
+    assert [op.seq for op in ops(PUBLIC)] == [1, 2, 3]
+
+
+def test_a_create_that_needs_an_earlier_create_of_the_batch_is_checked_again(user):
+    """The todo's reference to the list is validated by a query, which cannot see the list
+    while it waits to be written: refused, it is checked again once the list is written."""
+    lst = str(uuid.uuid4())
+    batch = [
+        mutation(stream="todos.lists", model="todos.todolist", pk=lst, op="create",
+                 fields={"name": "groceries"}),
+        mutation(stream=f"todos.list:{lst}", model="todos.todo", pk=str(uuid.uuid4()),
+                 op="create", fields={"list": lst, "title": "milk"}),
+        mutation(stream=f"todos.list:{lst}", model="todos.todo", pk=str(uuid.uuid4()),
+                 op="create", fields={"list": str(uuid.uuid4()), "title": "no such list"}),
+        mutation(stream="todos.lists", model="todos.todolist", pk=str(uuid.uuid4()),
+                 op="create", fields={"name": "chores"}),
+    ]  # fmt: skip
+    results = apply(batch, user)
+    assert [r.status for r in results] == ["applied", "applied", "rejected", "applied"]
+    assert results[2].error.code == "validation_failed"
+    assert Todo.objects.get().list_id == uuid.UUID(lst)
+    assert TodoList.objects.count() == 2
+    assert [op.mutation_id for op in ops("todos.lists")] == [batch[0].id, batch[3].id]
+    assert [op.seq for op in ops(f"todos.list:{lst}")] == [1]
+
+
+def test_creates_that_fail_together_are_applied_one_by_one(user, monkeypatch, caplog):
+    """A constraint the checks cannot see fails the one INSERT: its savepoint rolls back
+    (with what else the attempt wrote), and the creates run one by one."""
+    insert_new = capture.insert_new
+    calls: list[int] = []
+
+    def failing_first(spec: Any, objs: Any, using: str) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            # A row with the last one's pk: the INSERT then violates the primary key.
+            Board.objects.create(pk=objs[-1].pk, name="in the way", public=True)
+        return insert_new(spec, objs, using)
+
+    monkeypatch.setattr(capture, "insert_new", failing_first)
+    caplog.set_level(logging.INFO, logger="syncapp.mutations")
+    batch = [new_board(f"b{i}") for i in range(4)]
+    results = apply(batch, user)
+    assert [r.status for r in results] == ["applied"] * 4
+    assert "failed together; applying them one by one" in caplog.text
+    assert not Board.objects.filter(name="in the way").exists()
+    stored = ops(PUBLIC)
+    assert [op.seq for op in stored] == [1, 2, 3, 4]
+    assert [op.mutation_id for op in stored] == [m.id for m in batch]
+    assert [r.seq for r in results] == [1, 2, 3, 4]
+
+
+@pytest.mark.postgresql
+def test_a_pk_created_concurrently_meets_the_create_alone(user, monkeypatch):
+    """Another transaction commits a board with a pk the batch found absent: the one
+    INSERT fails, and run one by one, that create gets the conflict it would alone."""
+    insert_new = capture.insert_new
+    taken = str(uuid.uuid4())
+
+    def racing(spec: Any, objs: Any, using: str) -> Any:
+        def other() -> None:
+            try:
+                Board.objects.create(pk=taken, name="theirs", public=True)
+            finally:
+                connections.close_all()
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+        return insert_new(spec, objs, using)
+
+    monkeypatch.setattr(capture, "insert_new", racing)
+    batch = [new_board("a"), new_board("b", pk=taken), new_board("c")]
+    results = apply(batch, user)
+    assert [r.status for r in results] == ["applied", "conflict", "applied"]
+    assert results[1].object.fields["name"] == "theirs"
+    stored = ops(PUBLIC)
+    assert [op.seq for op in stored] == [1, 2, 3]
+    assert [op.mutation_id for op in stored] == [None, batch[0].id, batch[2].id]
+
+
+class WritingPermission(BasePermission):
+    """A hook that writes (an audit row) and refuses boards named "deny"."""
+
+    def can_write(self, user: Any, stream: str, instance: Any, mutation: Any) -> bool:
+        Tag.objects.create(label=f"asked {mutation.fields.get('name')}")
+        return mutation.fields.get("name") != "deny"
+
+
+def test_a_check_that_writes_sends_the_batch_back_to_savepoints(user, settings):
+    """Without a savepoint, nothing could undo the refused create's audit row: the batch
+    runs again with a savepoint per mutation, and the refusal leaves nothing behind."""
+    settings.SYNCAPP = {
+        **settings.SYNCAPP,
+        "PERMISSION_CLASS": "tests.test_mutation_batch.WritingPermission",
+    }
+    batch = [new_board("a"), new_board("deny"), new_board("c")]
+    results = apply(batch, user)
+    assert [r.status for r in results] == ["applied", "rejected", "applied"]
+    assert results[1].error.code == "permission_denied"
+    assert sorted(Tag.objects.values_list("label", flat=True)) == ["asked a", "asked c"]
+    assert [op.mutation_id for op in ops(PUBLIC)] == [batch[0].id, batch[2].id]
+
+
+def test_a_crash_while_checking_a_create_ends_the_batch_there(user, monkeypatch, caplog):
+    """An unexpected error in a create's checks rolls the batch back; run again with a
+    savepoint each, it fails again and ends the batch there; what came before commits,
+    and it and what follows run alone, in order (the third time it succeeds)."""
+    prepare = writer.Writer.prepare_create
+    crashes: list[int] = []
+
+    def flaky(self: writer.Writer, pk: Any) -> Any:
+        if self.mutation.fields.get("name") == "flaky" and len(crashes) < 2:
+            crashes.append(1)
+            raise RuntimeError("boom")
+        return prepare(self, pk)
+
+    monkeypatch.setattr(writer.Writer, "prepare_create", flaky)
+    batch = [new_board("a"), new_board("flaky"), new_board("c")]
+    results = apply(batch, user)
+    assert [r.status for r in results] == ["applied"] * 3
+    assert "and the 1 after it run alone" in caplog.text
+    assert [op.mutation_id for op in ops(PUBLIC)] == [m.id for m in batch]
+    assert [r.seq for r in results] == [1, 2, 3]
+    assert IdempotencyRecord.objects.filter(status="done").count() == 3
+
+
+def test_a_record_taken_over_meanwhile_is_not_applied_by_this_attempt(user, monkeypatch):
+    """Another attempt takes a record over (its lease ran out) while the batch runs: the
+    batch notices when it stores the results, rolls back, runs again holding its records
+    first, and leaves that mutation to the other attempt."""
+    claim_many = idempotency.claim_many
+
+    def then_taken_over(owner: str, items: Any, using: str) -> Any:
+        claims = claim_many(owner, items, using)
+        IdempotencyRecord.objects.filter(pk=claims[1].record_id).update(lease=uuid.uuid4())
+        return claims
+
+    monkeypatch.setattr(idempotency, "claim_many", then_taken_over)
+    batch = [new_board("a"), new_board("b"), new_board("c")]
+    results = apply(batch, user)
+    assert [r.status for r in results] == ["applied", "rejected", "applied"]
+    assert (results[1].error.code, results[1].error.retry) == ("in_progress", True)
+    assert [op.mutation_id for op in ops(PUBLIC)] == [batch[0].id, batch[2].id]
+    assert not Board.objects.filter(name="b").exists()
+    assert IdempotencyRecord.objects.get(key=batch[1].id).status == "in_progress"
