@@ -2,7 +2,9 @@
 
 The event id is the seq (django-eventstream writes it as ``<channel>:<seq>``), so the
 browser's ``Last-Event-ID`` resumes from the log; a position the log cannot serve gets
-django-eventstream's ``stream-reset``. Live events come from the process's hub: while a
+django-eventstream's ``stream-reset``. A request that resumes from a position is caught
+up by :class:`EventsView` itself, straight from the log in large pages, then handed to
+django-eventstream for the live part. Live events come from the process's hub: while a
 stream has SSE readers in this process, one tap hands each batch to django-eventstream's
 listeners. Settings (docs/quickstart.md)::
 
@@ -13,29 +15,43 @@ listeners. Settings (docs/quickstart.md)::
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
 from functools import lru_cache
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
+import msgspec
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
+from django.db import connections
+from django.db.models import UUIDField
 from django.http import HttpRequest, StreamingHttpResponse
 from django.http.response import HttpResponseBase
+from django.utils.dateparse import parse_datetime
 from django.utils.module_loading import import_string
 from django_eventstream.channelmanager import DefaultChannelManager
 from django_eventstream.event import Event
 from django_eventstream.storage import EventDoesNotExist, StorageBase
-from django_eventstream.utils import make_id, sse_encode_event
+from django_eventstream.utils import (
+    add_default_headers,
+    make_id,
+    sse_encode_error,
+    sse_encode_event,
+)
 from django_eventstream.views import events, get_listener_manager
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.request import Request
 
-from syncapp import encoding, oplog, permissions
+from syncapp import encoding, oplog, permissions, registry
 from syncapp.api.renderers import MsgspecJSONRenderer
 from syncapp.api.views import ERRORS, STREAM_PARAM, AsyncSyncAPIView
 from syncapp.conf import conf
@@ -196,7 +212,7 @@ async def _after_reset(body: AsyncIterator[Any], channel: str, head: int) -> Asy
 
 async def _once(
     body: AsyncIterator[Any], channel: str, epoch: str, after: int
-) -> AsyncIterator[Any]:
+) -> AsyncGenerator[Any]:
     """``body`` without the events it repeats, and ended by a reset at a new epoch.
 
     When an event arrives while django-eventstream reads its storage, it throws the
@@ -290,6 +306,267 @@ def _position(request: HttpRequest, channel: str) -> int | None:
     return found[0] if found else None
 
 
+# The catch-up: a request that resumes from a position is served from the log by syncapp
+# itself, in large pages of already formatted events, then handed to django-eventstream.
+
+#: What django-eventstream's stream opens with: padding, then ``stream-open``.
+OPENING = ":" + " " * 2048 + "\n\n" + "event: stream-open\ndata:\n\n"
+#: Rows per query of the catch-up: a small first page so that the client starts at once,
+#: then large ones.
+CATCH_UP_PAGES = (1000, 5000)
+
+_encode = msgspec.json.Encoder().encode
+_encode_sorted = msgspec.json.Encoder(order="deterministic").encode
+_decode = msgspec.json.Decoder().decode
+#: UUIDs as ``str(uuid)`` writes them, one a line.
+_UUID_LINES = re.compile(r"(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\n)*")
+
+
+def _canonical_uuid(value: str) -> bool:
+    """Whether ``value`` is a UUID as ``str(uuid)`` writes it (UUIDField.to_python and
+    ``str`` would give it back unchanged)."""
+    return _UUID_LINES.fullmatch(value + "\n") is not None
+
+
+def _uuid_text(value: Any) -> str:
+    """A ``mutation_id`` read as text, as encode_op writes it."""
+    return "null" if value is None else f'"{uuid.UUID(str(value))}"'
+
+
+def _fields_text(text: str) -> str:
+    """Stored ``fields`` (JSON text) as encode_op writes them: compact, top-level keys
+    sorted."""
+    try:
+        fields = _decode(text)
+    except msgspec.DecodeError:
+        fields = json.loads(text)  # what JSONField reads and msgspec refuses (NaN)
+    return encoding.dumps(dict(sorted(fields.items())))
+
+
+def _fields_texts(texts: list[str]) -> list[str]:
+    """:func:`_fields_text` of each of ``texts``, decoded in one go."""
+    try:
+        values = _decode("[" + ",".join(texts) + "]")
+    except msgspec.DecodeError:
+        return [_fields_text(text) for text in texts]
+    # Without a nested object the encoder's own sort gives the same order, for less.
+    return [
+        _encode_sorted(value).decode()
+        if text.find("{", 1) < 0
+        else encoding.dumps(dict(sorted(value.items())))
+        for text, value in zip(texts, values, strict=True)
+    ]
+
+
+def _pk_encoder(label: str) -> tuple[Callable[[str], str], bool]:
+    """``object_pk`` as encode_op writes it for model ``label`` (``SyncSpec.pk_value``),
+    and whether the model's keys are UUIDs (written as they are when canonical)."""
+    spec = registry.by_label(label)
+    if spec is None:
+        return encoding.dumps, False
+    if isinstance(spec.model._meta.pk, UUIDField):
+
+        def uuid_pk(value: str) -> str:
+            if _canonical_uuid(value):
+                return f'"{value}"'
+            return encoding.dumps(spec.pk_value(value))
+
+        return uuid_pk, True
+    return (lambda value: encoding.dumps(spec.pk_value(value))), False
+
+
+class PageEncoder:
+    """Formats rows of :func:`syncapp.oplog.read_rows` as the SSE text that
+    django-eventstream writes for the same ops through :class:`OpLogStorage`, byte for
+    byte: ``event: message``, ``id: <channel>:<seq>``, ``data:`` the op as encode_op
+    encodes it. Model names, kinds and timestamps repeat, and are encoded once; the
+    ``fields`` of a page are decoded in one go."""
+
+    def __init__(self, channel: str, stream: str, epoch: str, timezone: tzinfo | None) -> None:
+        self.epoch = epoch
+        self.timezone = timezone
+        self.id_prefix = f"event: {EVENT_TYPE}\nid: {quote(channel)}:"
+        self.data_prefix = (
+            f'\ndata: {{"stream":{encoding.dumps(stream)},"epoch":{encoding.dumps(epoch)},"seq":'
+        )
+        self._models: dict[str, tuple[str, Callable[[str], str], bool]] = {}
+        self._kinds: dict[str, str] = {}
+        self._times: dict[str, str] = {}
+
+    def _model(self, label: str) -> tuple[str, Callable[[str], str], bool]:
+        found = self._models.get(label)
+        if found is None:
+            found = self._models[label] = (
+                f',"model":{encoding.dumps(label)},"pk":',
+                *_pk_encoder(label),
+            )
+        return found
+
+    def _kind(self, kind: str) -> str:
+        found = self._kinds[kind] = f',"op":{encoding.dumps(kind)},"fields":'
+        return found
+
+    def _time(self, value: str) -> str:
+        moment: datetime | None
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            moment = parse_datetime(value)
+            if moment is None:
+                raise
+        if moment.tzinfo is None and self.timezone is not None:
+            moment = moment.replace(tzinfo=self.timezone)  # as the ORM makes it aware
+        if len(self._times) >= 10_000:
+            self._times.clear()
+        found = self._times[value] = f',"ts":{encoding.dumps(encoding.iso(moment))}}}\n\n'
+        return found
+
+    def encode(self, rows: Sequence[tuple[Any, ...]]) -> bytes:
+        """``rows`` (:data:`syncapp.oplog.ROW_COLUMNS`) as one piece of SSE text."""
+        if not rows:
+            return b""
+        fields = _fields_texts([row[7] for row in rows])
+        # Keys that are all canonical UUIDs of UUID-keyed models (the usual case) are
+        # written as they are, checked in one go.
+        uuid_keyed = [self._model(label)[2] for label in {row[1] for row in rows}]
+        plain_pks = all(uuid_keyed) and (
+            _UUID_LINES.fullmatch("".join([row[2] + "\n" for row in rows])) is not None
+        )
+        out: list[str] = []
+        append = out.append
+        id_prefix, data_prefix = self.id_prefix, self.data_prefix
+        models, kinds, times = self._models, self._kinds, self._times
+        for (seq, model, pk, kind, version, mutation, created_at, _), field_text in zip(
+            rows, fields, strict=True
+        ):
+            model_part, pk_text, _uuid_keys = models[model]
+            if mutation is None:
+                mutation_text = "null"
+            elif len(mutation) == 32 and mutation.islower():  # SQLite: char(32)
+                mutation_text = (
+                    f'"{mutation[:8]}-{mutation[8:12]}-{mutation[12:16]}-'
+                    f'{mutation[16:20]}-{mutation[20:]}"'
+                )
+            elif len(mutation) == 36 and _canonical_uuid(mutation):  # PostgreSQL: uuid
+                mutation_text = f'"{mutation}"'
+            else:
+                mutation_text = _uuid_text(mutation)
+            append(
+                f'{id_prefix}{seq}{data_prefix}{seq}{model_part}"{pk}"'
+                if plain_pks
+                else f"{id_prefix}{seq}{data_prefix}{seq}{model_part}{pk_text(pk)}"
+            )
+            append(
+                f"{kinds.get(kind) or self._kind(kind)}{field_text}"
+                f',"version":{version},"mutation":{mutation_text}'
+                f"{times.get(created_at) or self._time(created_at)}"
+            )
+        return "".join(out).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    """One page of the catch-up: SSE text, and where it leaves the reader."""
+
+    text: bytes
+    last: int  # the seq of the last op in ``text`` (the position when there are none)
+    more: bool  # the head is past ``last``
+    end: str | None = None  # SSE text that ends the response: a reset, a stream-error
+
+
+def _read_page(
+    user: Any, stream: str, channel: str, after: int, limit: int, encoder: PageEncoder
+) -> _Page:
+    """One page of the catch-up after seq ``after``, read and formatted in one thread hop;
+    the permission hook is asked again (with the user reloaded) first, as
+    django-eventstream does for each of its pages."""
+    if not permissions.can_still_read(user, stream):
+        message = f"Permission denied to channels: {channel}"
+        error = str(sse_encode_error("forbidden", message, extra={"channels": [channel]}))
+        return _Page(b"", after, False, end=error)
+    epoch = encoder.epoch
+    try:
+        page = oplog.read_rows(stream, epoch=epoch, after=after, limit=limit)
+    except ResetRequired as exc:
+        if exc.reason == "epoch_changed":
+            # As for a live op of another epoch (_once): the client loads a snapshot.
+            return _Page(b"", after, False, end=_reset_event(channel, 0))
+        # Trimmed past the position while it was read: django-eventstream's reset, then
+        # live from the head, as OpLogStorage does.
+        head = oplog.head_of(stream).head
+        return _Page(_reset_event(channel, head).encode(), head, False)
+    last = page.rows[-1][0] if page.rows else after
+    return _Page(encoder.encode(page.rows), last, last < page.head)
+
+
+async def _catch_up(
+    user: Any, http: HttpRequest, stream: str, epoch: str, after: int
+) -> AsyncIterator[bytes]:
+    """The response of a request that resumes after seq ``after``: django-eventstream's
+    opening, every op after ``after`` from the log, one chunk a page (the next page is
+    read while this one is sent), then django-eventstream's live stream from the last
+    op sent, so nothing is missed and nothing repeats (it reads the log from there
+    before it waits, and _once drops what it repeats)."""
+    channel = channel_for(stream)
+    yield OPENING.encode()
+    encoder = PageEncoder(channel, stream, epoch, connections[oplog.db_alias()].timezone)
+    read = sync_to_async(_read_page)
+    limits = iter(CATCH_UP_PAGES)
+    limit = next(limits)
+    pending: asyncio.Future[_Page] | None = asyncio.ensure_future(
+        read(user, stream, channel, after, limit, encoder)
+    )
+    position = after
+    try:
+        while pending is not None:
+            page = await pending
+            pending = None
+            position = page.last
+            if page.more:
+                limit = next(limits, limit)
+                pending = asyncio.ensure_future(
+                    read(user, stream, channel, position, limit, encoder)
+                )
+            if page.text:
+                yield page.text
+            if page.end is not None:
+                yield page.end.encode()
+                return
+    finally:
+        if pending is not None:
+            pending.cancel()
+    # The live part: django-eventstream's own stream, from the last op sent.
+    http.META["HTTP_LAST_EVENT_ID"] = make_id({channel: position})
+    response = await sync_to_async(events)(http, channels=[channel])
+    if not (isinstance(response, StreamingHttpResponse) and response.is_async):
+        yield response.content  # an error, as an SSE event
+        return
+    body = _without_opening(aiter(response.streaming_content))  # type: ignore[arg-type]
+    async with aclosing(body), aclosing(_once(body, channel, epoch, position)) as live:
+        async for chunk in live:
+            yield chunk
+
+
+async def _without_opening(body: AsyncIterator[Any]) -> AsyncGenerator[Any]:
+    """django-eventstream's stream without its opening (sent already by the catch-up)."""
+    first = True
+    async for chunk in body:
+        if first:
+            first = False
+            text = chunk.decode() if isinstance(chunk, bytes) else str(chunk)
+            chunk = text.removeprefix(OPENING)
+            if not chunk:
+                continue
+        yield chunk
+
+
+def _plain(http: HttpRequest) -> bool:
+    """Whether django-eventstream would serve ``http`` as a plain stream (not a GRIP
+    request, no signed ``es-meta`` naming channels or a user): those take its own path."""
+    grip = getattr(http, "grip", None)
+    return not http.GET.get("es-meta") and not (grip is not None and grip.proxied)
+
+
 class EventStreamRenderer(MsgspecJSONRenderer):
     """Lets ``Accept: text/event-stream`` through content negotiation; errors stay JSON."""
 
@@ -338,6 +615,13 @@ class EventsView(AsyncSyncAPIView):
             # re-read from the request's position when an op arrives while it reads, and
             # skip that op (no position) or reset a second time (an unresumable one).
             after = head.head
+        if not reset and after < head.head and _plain(http):
+            caught_up = StreamingHttpResponse(
+                _tapped(stream, _catch_up(request.user, http, stream, head.epoch, after)),
+                content_type="text/event-stream",
+            )
+            add_default_headers(caught_up, request=http)
+            return caught_up
         # What django-eventstream parses is exactly the position checked here.
         http.META["HTTP_LAST_EVENT_ID"] = make_id({channel: after})
         response = await sync_to_async(events)(http, channels=[channel])
