@@ -263,6 +263,8 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def disconnect(self, code: int) -> None:
         self.closing = True
+        self.outbox = None  # the client is gone: nothing more to write
+        self.outbox_bytes = 0
         await self._release_slots()
         hub = getattr(self, "hub", None)
         if hub is not None:
@@ -663,7 +665,7 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             if self.writer is not None and not self.writer.done():
                 await asyncio.wait([self.writer])
             else:
-                await asyncio.sleep(0)  # the hub's flush of this turn
+                await asyncio.sleep(0.005)  # the hub's next flush
         await self.close(code)
 
 
