@@ -139,7 +139,15 @@ class Pool:
             async with limit:
                 await conn.open()
 
-        await asyncio.gather(*(one(c) for c in self.conns if c.ws is None))
+        waiting = [c for c in self.conns if c.ws is None]
+        if self.kind == "syncapp" and waiting and all(c.last < 0 for c in waiting):
+            # One snapshot is enough: the others subscribe from its position, as a
+            # client that reconnects does (a snapshot each would measure the snapshot).
+            await waiting[0].open()
+            for conn in waiting[1:]:
+                conn.epoch, conn.last = waiting[0].epoch, waiting[0].last
+            waiting = waiting[1:]
+        await asyncio.gather(*(one(c) for c in waiting))
         return {"at": time.time()}
 
     def arm(self, first: int, count: int) -> dict[str, Any]:

@@ -55,10 +55,15 @@ PEERS = [
 
 
 def plan(small: bool) -> list[tuple[int, int, int]]:
-    """(subscribers, burst ops, paced ops) per step."""
-    if small:
-        return [(50, 20, 10), (200, 20, 5)]
-    return [(100, 100, 30), (1000, 50, 8)]
+    """(subscribers, burst ops, paced ops) per step; ``BENCH_FANOUT_N=1000`` keeps the
+    steps of those subscriber counts."""
+    steps = (
+        [(50, 20, 10), (200, 20, 5)] if small else [(100, 100, 30), (1000, 50, 8), (5000, 10, 2)]
+    )
+    wanted = os.environ.get("BENCH_FANOUT_N")
+    if wanted:
+        steps = [step for step in steps if str(step[0]) in wanted.split(",")]
+    return steps
 
 
 def processes_for(subscribers: int) -> int:

@@ -65,7 +65,7 @@ FEED_LINGER = 30.0
 PENDING_LIMIT = 1000
 REPAIR_PAGE = 1000
 # The longest a flush waits for the previous one's share of the loop (seconds).
-MAX_FLUSH_WAIT = 0.05
+MAX_FLUSH_WAIT = 0.1
 
 
 @dataclass(slots=True)
