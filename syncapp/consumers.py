@@ -60,6 +60,8 @@ CAP_RETRY_AFTER = 5
 DENIAL_EXTENSION = "websocket.http.response"
 # Seconds a close frame may take to get past what a slow client has not read yet.
 CLOSE_GRACE = 5.0
+# Mutate frames a connection may have waiting to be applied before it stops reading.
+MUTATE_QUEUE = 8
 
 
 class FrameError(SyncError):
@@ -187,6 +189,10 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         # idle connection holds no task (docs/benchmarks.md, memory).
         self.writer: asyncio.Task[None] | None = None
         self.mutation_bucket = TokenBucket(conf.MUTATION_RATE, conf.MUTATION_BURST, self.hub.timer)
+        # Mutate frames waiting for the mutator task (both made by the first mutate frame).
+        self.mutating: deque[MutateFrame | dict[str, Any]] | None = None
+        self.mutator: asyncio.Task[None] | None = None
+        self.mutated: asyncio.Event | None = None
         self.presence_bucket = TokenBucket(
             conf.PRESENCE_MAX_RATE, conf.PRESENCE_BURST, self.hub.timer
         )
@@ -433,6 +439,7 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             self.reading_paused = True
             self.spawn(self._resume_reading())
         if text_data is None:
+            await self._after_mutations()
             self.push_error(
                 "binary_unsupported", "Frames are JSON text; binary frames are refused."
             )
@@ -442,6 +449,7 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 len(text_data.encode()) > conf.MAX_FRAME_BYTES
             )
         except UnicodeEncodeError:  # lone surrogates: not UTF-8 (tests/test_hostile_input.py)
+            await self._after_mutations()
             self.push_error("parse_error", "The frame is not valid UTF-8.")
             return
         if too_big:
@@ -451,8 +459,11 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         try:
             frame = decode(text_data)
         except FrameError as exc:
+            await self._after_mutations()
             self.push_error(exc.error_code, exc.message)
             return
+        if not isinstance(frame, MutateFrame):
+            await self._after_mutations()
         try:
             await self.handle(frame)
         except SyncError as exc:
@@ -619,24 +630,93 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def mutate(self, frame: MutateFrame) -> None:
         wait = self.mutation_bucket.take() or await limits.atake("mutate", self.ident)
         if wait:
-            self.push_error(
-                "rate_limited",
-                "Too many mutate frames; retry later with the same ids.",
-                frame.ref,
-                retry_after_ms=int(wait * 1000) + 1,
-            )
+            refusal: dict[str, Any] = {
+                "type": "error",
+                "code": "rate_limited",
+                "message": "Too many mutate frames; retry later with the same ids.",
+                "retry_after_ms": int(wait * 1000) + 1,
+            }
+            if frame.ref is not None:
+                refusal["ref"] = frame.ref
+            if self.mutating is not None and self.mutator is not None and not self.mutator.done():
+                self.mutating.append(refusal)  # after the acks of the frames before it
+            else:
+                self.push_frame(refusal)
             return
+        # Applied by the connection's mutator, so that frames that arrive while a batch is
+        # applied are applied together (group commit across frames, each still acked on
+        # its own, in order). A client that queues more than MUTATE_QUEUE frames waits.
+        if self.mutating is None:
+            self.mutating = deque()
+        self.mutating.append(frame)
+        if self.mutator is None or self.mutator.done():
+            self.mutator = self.spawn(self._apply_queued())
+        while self.mutating is not None and len(self.mutating) > MUTATE_QUEUE:
+            if self.mutated is None:
+                self.mutated = asyncio.Event()
+            self.mutated.clear()
+            await self.mutated.wait()
+
+    async def _after_mutations(self) -> None:
+        """Wait until the mutate frames before this one are answered: answers keep the
+        order of the frames (only consecutive mutate frames are applied together)."""
+        mutator = self.mutator
+        if mutator is not None and not mutator.done():
+            await asyncio.wait([mutator])
+
+    async def _apply_queued(self) -> None:
+        """Apply the queued mutate frames in order: consecutive frames together, up to
+        MAX_BATCH mutations (a larger frame alone, refused by :func:`mutations.apply`);
+        a refusal queued behind them (``rate_limited``) goes out after their acks."""
+        while self.mutating and not self.closing:
+            first = self.mutating.popleft()
+            if isinstance(first, dict):
+                self.push_frame(first)  # a refusal queued behind earlier frames
+                continue
+            group, size = [first], len(first.mutations)
+            while self.mutating:
+                after = self.mutating[0]
+                if isinstance(after, dict) or size + len(after.mutations) > conf.MAX_BATCH:
+                    break
+                self.mutating.popleft()
+                group.append(after)
+                size += len(after.mutations)
+            await self._apply_group(group)
+            if self.mutated is not None:
+                self.mutated.set()
+        # Frames still queued when the connection closes are not applied: their ids are
+        # retried on the next connection (idempotency keys).
+        self.mutating = None
+        if self.mutated is not None:
+            self.mutated.set()
+
+    async def _apply_group(self, group: list[MutateFrame]) -> None:
+        """One :func:`mutations.apply` for the frames of ``group``, an ``ack`` each."""
+        batch = [mutation for frame in group for mutation in frame.mutations]
         try:
             results = await database_sync_to_async(mutations.apply)(
-                frame.mutations, user=self.user, client_id=self.client_id, source="ws"
+                batch, user=self.user, client_id=self.client_id, source="ws"
             )
         except PayloadTooLarge as exc:
-            self.push_error(exc.error_code, exc.message, frame.ref)
+            for frame in group:
+                self.push_error(exc.error_code, exc.message, frame.ref)
             return
-        ack: dict[str, Any] = {"type": "ack", "results": results}
-        if frame.ref is not None:
-            ack["ref"] = frame.ref
-        self.push_frame(ack)
+        except Exception:
+            # A bug or a database failure fails these frames, not the connection.
+            logger.exception("Could not apply %s mutate frame(s)", len(group))
+            for frame in group:
+                self.push_error(
+                    "internal_error", "The server failed to handle this frame.", frame.ref
+                )
+            return
+        start = 0
+        for frame in group:
+            end = start + len(frame.mutations)
+            ack: dict[str, Any] = {"type": "ack", "results": results[start:end]}
+            if frame.ref is not None:
+                ack["ref"] = frame.ref
+            self.push_frame(ack)
+            start = end
 
     async def _resume_reading(self) -> None:
         try:

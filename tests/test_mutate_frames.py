@@ -1,0 +1,156 @@
+"""Mutate frames over the WebSocket: frames that arrive while a batch is applied are
+applied together (group commit across frames), each frame still gets its own answer,
+and answers keep the order of the frames."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from typing import Any
+
+import pytest
+from django.test import override_settings
+
+from syncapp import mutations
+from syncapp.consumers import SyncConsumer
+from syncapp.hub import current_hub
+from syncapp.models import Op
+from tests.ws import Client, adb, close_hub
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SETTINGS = {"PERMISSION_CLASS": "tests.testapp.permissions.TestPermission"}
+
+
+@pytest.fixture(autouse=True)
+async def _hub():
+    yield
+    await close_hub()
+
+
+def board_mutation(name: str) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "stream": "boards",
+        "model": "testapp.board",
+        "pk": str(uuid.uuid4()),
+        "op": "create",
+        "fields": {"name": name},
+    }
+
+
+class GatedApply:
+    """Wraps ``mutations.apply``: records each call's batch size; the first call waits
+    for ``gate`` (so that the frames sent meanwhile queue up behind it)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> None:
+        self.sizes: list[int] = []
+        self.gate = threading.Event()
+        self.real = mutations.apply
+        self.fail = fail
+        monkeypatch.setattr(mutations, "apply", self)
+
+    def __call__(self, batch: Any, **kwargs: Any) -> Any:
+        self.sizes.append(len(batch))
+        if len(self.sizes) == 1:
+            assert self.gate.wait(5)
+        if self.fail and len(self.sizes) > 1:
+            raise RuntimeError("the database went away")
+        return self.real(batch, **kwargs)
+
+
+async def connected(user: Any) -> tuple[Client, SyncConsumer]:
+    client = await Client(user).connect()
+    hub = current_hub()
+    assert hub is not None
+    (consumer,) = hub.connections
+    return client, consumer
+
+
+async def queued(consumer: SyncConsumer, count: int) -> None:
+    """Wait until ``count`` frames wait behind the batch being applied."""
+    for _ in range(500):
+        if consumer.mutating is not None and len(consumer.mutating) >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{count} frames never queued: {consumer.mutating!r}")
+
+
+async def test_frames_that_arrive_meanwhile_are_applied_together_and_acked_each(user, monkeypatch):
+    spy = GatedApply(monkeypatch)
+    client, consumer = await connected(user)
+    sent = [board_mutation(f"b{i}") for i in range(6)]
+    for i, mutation in enumerate(sent):
+        await client.send({"type": "mutate", "ref": f"m{i}", "mutations": [mutation]})
+    await queued(consumer, 5)
+    spy.gate.set()
+    acks = [await client.receive_type("ack") for _ in range(6)]
+    assert [ack["ref"] for ack in acks] == [f"m{i}" for i in range(6)]
+    assert [[r["id"] for r in ack["results"]] for ack in acks] == [[m["id"]] for m in sent]
+    assert {r["status"] for ack in acks for r in ack["results"]} == {"applied"}
+    assert spy.sizes == [1, 5]  # the five that waited went as one batch
+    ops = await adb(lambda: list(Op.objects.filter(stream__name="boards").order_by("seq")))()
+    assert [str(op.mutation_id) for op in ops] == [m["id"] for m in sent]  # in frame order
+
+
+async def test_a_batch_never_exceeds_max_batch_and_a_frame_too_large_is_refused_alone(
+    user, monkeypatch
+):
+    with override_settings(SYNCAPP={**SETTINGS, "MAX_BATCH": 3}):
+        spy = GatedApply(monkeypatch)
+        client, consumer = await connected(user)
+        frames = [
+            [board_mutation("first")],
+            [board_mutation("a1"), board_mutation("a2")],
+            [board_mutation("b1"), board_mutation("b2")],
+            [board_mutation(f"big{i}") for i in range(4)],
+            [board_mutation("c1")],
+        ]
+        for i, batch in enumerate(frames):
+            await client.send({"type": "mutate", "ref": i, "mutations": batch})
+        await queued(consumer, 4)
+        spy.gate.set()
+        answers = [await client.receive() for _ in range(5)]
+    assert [(a["type"], a["ref"]) for a in answers] == [
+        ("ack", 0),
+        ("ack", 1),
+        ("ack", 2),
+        ("error", 3),
+        ("ack", 4),
+    ]
+    assert answers[3]["code"] == "batch_too_large"
+    assert spy.sizes == [1, 2, 2, 4, 1]  # 2 + 2 > 3: not together; 4 alone, refused
+
+
+async def test_a_failed_batch_fails_its_frames_and_the_connection_goes_on(user, monkeypatch):
+    spy = GatedApply(monkeypatch, fail=True)
+    client, consumer = await connected(user)
+    await client.send({"type": "mutate", "ref": "ok", "mutations": [board_mutation("ok")]})
+    for ref in ("x", "y"):
+        await client.send({"type": "mutate", "ref": ref, "mutations": [board_mutation(ref)]})
+    await queued(consumer, 2)
+    spy.gate.set()
+    answers = [await client.receive() for _ in range(3)]
+    assert [(a["type"], a["ref"]) for a in answers] == [
+        ("ack", "ok"),
+        ("error", "x"),
+        ("error", "y"),
+    ]
+    assert {a.get("code") for a in answers[1:]} == {"internal_error"}
+    await client.send({"type": "ping", "ts": 1, "ref": "p"})
+    assert (await client.receive_type("pong"))["ref"] == "p"
+
+
+async def test_answers_to_other_frames_wait_for_the_mutations_before_them(user, monkeypatch):
+    spy = GatedApply(monkeypatch)
+    client, consumer = await connected(user)
+    await client.send({"type": "mutate", "ref": "m", "mutations": [board_mutation("m")]})
+    await client.send({"type": "ping", "ts": 1, "ref": "p"})
+    await client.send_text("not json")
+    assert await client.nothing(timeout=0.2)  # the ping waits behind the mutation
+    spy.gate.set()
+    answers = [await client.receive() for _ in range(3)]
+    assert [a["type"] for a in answers] == ["ack", "pong", "error"]
+    assert answers[2]["code"] == "parse_error"
+    assert consumer.mutating is None  # nothing left behind once all is answered
