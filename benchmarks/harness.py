@@ -57,8 +57,9 @@ class DjangoServer(Process):
             endpoint = f"tcp:port={port}:interface=127.0.0.1:backlog=2048"
             return [PY, "-m", "daphne", "-v", "0", "-e", endpoint, app]
         if self.server == "uvicorn":
-            # websockets' legacy protocol (the harness's choice from the start); BENCH_UVICORN_WS=auto
-            # takes uvicorn's default (websockets' sans-I/O protocol in the pinned uvicorn).
+            # websockets' legacy protocol (the harness's choice from the start);
+            # BENCH_UVICORN_WS=auto takes uvicorn's default (websockets' sans-I/O protocol
+            # in the pinned uvicorn).
             return [
                 PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", port,
                 "--lifespan", "off", "--log-level", "warning", "--no-access-log",

@@ -8,6 +8,11 @@ that its database storage (``django_eventstream.Event``) is there to compare aga
   (django-eventstream's own ``DjangoModelStorage`` and ``DefaultChannelManager``, as its
   README sets them up).
 
+- ``BENCH_PG_POOL``: ``1`` gives PostgreSQL Django's connection pool
+  (``OPTIONS["pool"]``, needs ``psycopg-pool``), as Django advises under ASGI instead of
+  persistent connections; unset (default), every frame and request opens a connection of
+  its own (Django's default, ``CONN_MAX_AGE = 0``).
+
 URLs: the test project's (syncapp under ``/sync/``) and django-eventstream's own view at
 ``/events/<channel>/``. They are built on first use (``__getattr__``), not when the
 settings load, since syncapp's URLs read the settings.
@@ -20,6 +25,12 @@ from benchmarks import settings as bench
 from tests import settings as base
 
 globals().update({name: getattr(bench, name) for name in dir(bench) if name.isupper()})
+
+if os.environ.get("BENCH_PG_POOL") == "1" and bench.DB == "postgresql":
+    DATABASES = {
+        alias: {**settings, "OPTIONS": {**settings.get("OPTIONS", {}), "pool": True}}
+        for alias, settings in bench.DATABASES.items()
+    }
 
 INSTALLED_APPS = [*base.INSTALLED_APPS, "django_eventstream"]
 ROOT_URLCONF = "benchmarks.mut_settings"

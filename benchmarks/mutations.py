@@ -18,13 +18,14 @@ view or a task), writing as many events of the same size.
 After each run the op log and the idempotency records are counted in the database:
 ``lost`` is how far either count is from the number of mutations sent.
 
-``python -m benchmarks.mutations [--small]``
+``python -m benchmarks.mutations [--small] [--db sqlite|postgresql] [--path ws-batched ...]``
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import sqlite3
@@ -48,6 +49,8 @@ SETTINGS = "benchmarks.mut_settings"
 STREAM = "public:boards"
 PEER_CHANNEL = "bench-send-event"
 BATCH = 100
+# Extra environment of the server (``--pg-pool``: BENCH_PG_POOL=1).
+SERVER_ENV: dict[str, str] = {}
 PG_USER = os.environ.get("SYNCAPP_TEST_PG_USER", "postgres")
 PG_HOST = os.environ.get("SYNCAPP_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = os.environ.get("SYNCAPP_TEST_PG_PORT", "5432")
@@ -416,18 +419,20 @@ def median_of(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return chosen
 
 
-def run_database(kind: str, count: int, repeats: int, workdir: Path) -> list[dict[str, Any]]:
+def run_database(
+    kind: str, count: int, repeats: int, workdir: Path, paths: Sequence[tuple[str, Driver]] = PATHS
+) -> list[dict[str, Any]]:
     db = Database(kind, workdir)
     db.create()
     server: BenchDaphne | None = None
     try:
-        server = start_server(f"mut-{kind}", workdir, db.env)
+        server = start_server(f"mut-{kind}", workdir, {**db.env, **SERVER_ENV})
         # Warm-up: the first requests import views and open the connection.
         asyncio.run(ws_batched(server.port, "warmup", [board_mutation("w", i) for i in range(100)]))
         asyncio.run(rest_single(server.port, "warmup", [board_mutation("w", i) for i in range(16)]))
         samples: dict[str, list[dict[str, Any]]] = {}
         for run in range(repeats):
-            for label, driver in PATHS:
+            for label, driver in paths:
                 sample = measure_path(db, server.port, label, driver, count, run)
                 samples.setdefault(label, []).append(sample)
         server.stop()
@@ -437,7 +442,7 @@ def run_database(kind: str, count: int, repeats: int, workdir: Path) -> list[dic
         if server is not None:
             server.stop()
         db.drop()
-    rows = [median_of(samples[label]) for label, _ in PATHS]
+    rows = [median_of(samples[label]) for label, _ in paths]
     rows.append(median_of(peer))
     base = rows[-1]["rate"]
     for row in rows:
@@ -488,12 +493,16 @@ def each_database(
     count: int,
     repeats: int,
     prefix: str,
+    only: str | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """``measure(kind, count, repeats, workdir)`` on SQLite, then on PostgreSQL when it
-    answers; the measurements, and a note when PostgreSQL was left out."""
-    kinds = ["sqlite"]
+    answers (or on ``only`` of the two); the measurements, and a note when PostgreSQL was
+    left out."""
+    kinds = ["sqlite"] if only in (None, "sqlite") else []
     notes: list[str] = []
-    if pg_reachable():
+    if only == "sqlite":
+        pass
+    elif pg_reachable():
         kinds.append("postgresql")
     else:
         notes.append(f"PostgreSQL at {PG_HOST}:{PG_PORT} is not reachable: SQLite only.")
@@ -504,10 +513,20 @@ def each_database(
     return measured, notes
 
 
-def run(small: bool) -> dict[str, Any]:
+def path_name(driver: Driver) -> str:
+    """The name ``--path`` knows a driver by: ``ws-batched``, ``rest-single``, ..."""
+    return driver.__name__.replace("_", "-")
+
+
+def run(
+    small: bool, db: str | None = None, paths: Sequence[str] | None = None, record: bool = True
+) -> dict[str, Any]:
     count = 200 if small else 1000
     repeats = 1 if small else 3
-    measured, notes = each_database(run_database, count, repeats, "syncapp-bench-mut-")
+    chosen = [(label, d) for label, d in PATHS if not paths or path_name(d) in paths]
+    measured, notes = each_database(
+        functools.partial(run_database, paths=chosen), count, repeats, "syncapp-bench-mut-", db
+    )
     rows = [
         [m["db"], m["path"], count, round(m["seconds"], 3), round(m["rate"], 1),
          round(m["ratio"], 2), m["lost"]]
@@ -545,20 +564,38 @@ def run(small: bool) -> dict[str, Any]:
     print(format_table(COLUMNS, rows))
     for note in notes:
         print(f"- {note}")
-    write_result(result, small)
+    if record and db is None and not paths:
+        write_result(result, small)  # a partial run does not replace the recorded one
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.mutations")
     parser.add_argument("--small", action="store_true", help="a few hundred mutations")
+    parser.add_argument(
+        "--db", choices=["sqlite", "postgresql"], help="one database only (default: both)"
+    )
+    parser.add_argument(
+        "--path",
+        action="append",
+        choices=[path_name(d) for _, d in PATHS],
+        help="only these paths (repeatable; default: all); the peer always runs",
+    )
+    parser.add_argument(
+        "--pg-pool",
+        action="store_true",
+        help="serve PostgreSQL through Django's connection pool (needs psycopg-pool); "
+        "the recorded results are without it",
+    )
     parser.add_argument("--peer", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--channel", default=PEER_CHANNEL, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.peer is not None:
         _peer_main(args.peer, args.channel)
         return 0
-    result = run(args.small)
+    if args.pg_pool:
+        SERVER_ENV["BENCH_PG_POOL"] = "1"
+    result = run(args.small, args.db, args.path, record=not args.pg_pool)
     return 1 if result["lost"] else 0
 
 

@@ -351,5 +351,6 @@ def insert_new(spec: SyncSpec, objs: Sequence[SyncModel], using: str) -> list[li
         plan(spec, obj, None, spec.fields, stream_after(obj, None, None), before_save=True)
         for obj in objs
     ]
-    _raw(spec.model, using).bulk_create(list(objs))
+    with oplog.server_binding(using):
+        _raw(spec.model, using).bulk_create(list(objs))
     return [drafts(spec, obj, p) if p else [] for obj, p in zip(objs, plans, strict=True)]

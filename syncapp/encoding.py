@@ -23,9 +23,17 @@ def dumps(value: Any) -> str:
 
 def iso(moment: datetime) -> str:
     """A timestamp in ISO 8601, UTC, with a ``Z``."""
-    if timezone.is_aware(moment):
-        moment = moment.astimezone(UTC)
-    return moment.isoformat().replace("+00:00", "Z")
+    global _last_iso
+    last = _last_iso
+    if last[0] is moment:  # the ops of one write share their timestamp object
+        return last[1]
+    text = (moment.astimezone(UTC) if timezone.is_aware(moment) else moment).isoformat()
+    text = text.replace("+00:00", "Z")
+    _last_iso = (moment, text)
+    return text
+
+
+_last_iso: tuple[object, str] = (object(), "")
 
 
 def op_dict(op: Op, stream: str, epoch: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ import msgspec
 from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
+from syncapp import oplog
 from syncapp.conf import conf
 from syncapp.exceptions import IdempotencyMismatch, InProgress, MutationRejected, SyncError
 from syncapp.models import IdempotencyRecord
@@ -164,7 +165,7 @@ def _insert_returning(
     by key (a key already there is not returned)."""
     connection = connections[using]
     table = connection.ops.quote_name(IdempotencyRecord._meta.db_table)
-    with connection.cursor() as cursor:
+    with oplog.server_binding(using), connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} "
             "(owner, key, fingerprint, status, lease, created_at, started_at) "
@@ -270,7 +271,7 @@ def finish_many(done: Sequence[tuple[Claim, MutationResult]], using: str) -> boo
     leases = [c.lease for c, _ in done]
     texts = [_json.encode(result).decode() for _, result in done]
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
+        with oplog.server_binding(using), connection.cursor() as cursor:
             cursor.execute(
                 f"UPDATE {table} AS r SET status = %s, result = v.result::jsonb "
                 "FROM unnest(%s::bigint[], %s::uuid[], %s::text[]) AS v(id, lease, result) "

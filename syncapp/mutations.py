@@ -361,12 +361,14 @@ class _Batch:
             m = self.mutations[item.index]
             appended = [next(ops) for _ in drafts[item.index]]
             seqs = [op.seq for op in appended if op.stream.name == m.stream]
+            # The object as its create op describes it (the same representation).
+            described = [d.fields for d in drafts[item.index] if d.kind == "create"]
             self.results[item.index] = MutationResult(
                 id=m.id,
                 status="applied",
                 seq=seqs[-1] if seqs else None,
                 version=item.instance.sync_version,
-                object=object_state(item.spec, item.instance),
+                object=object_state(item.spec, item.instance, described[-1] if described else None),
             )
 
     def _general(self, i: int, *, later: int) -> None:

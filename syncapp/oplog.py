@@ -6,8 +6,10 @@ transports call :func:`read` and :func:`snapshot`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Sequence
+import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
@@ -69,6 +71,59 @@ def db_alias() -> str:
     return router.db_for_write(Op) or "default"
 
 
+@contextlib.contextmanager
+def server_binding(using: str) -> Iterator[None]:
+    """Statements run in this block bind their parameters on the server (PostgreSQL with
+    psycopg 3), arrays in binary: the values go apart from the SQL text instead of being
+    quoted into it one by one on the client (Django's default cursor), and a text array
+    is not escaped element by element. For the few large statements syncapp writes
+    itself, whose values go as one array per column (a batch's rows, its ops, its
+    results): quoting thousands of values client-side cost more than the statement.
+    Prepared statements stay as the settings have them (``prepare_threshold``; Django's
+    default is none, for connection poolers). Anywhere else, nothing changes."""
+    connection = connections[using]
+    factory = _binding_cursor() if connection.vendor == "postgresql" else None
+    if factory is None:
+        yield
+        return
+    connection.ensure_connection()
+    raw = connection.connection
+    if raw is None or not hasattr(raw, "cursor_factory"):
+        yield
+        return
+    before = raw.cursor_factory
+    raw.cursor_factory = factory
+    try:
+        yield
+    finally:
+        raw.cursor_factory = before
+
+
+_binding: list[Any] = []
+
+
+def _binding_cursor() -> Any:
+    """The cursor class of :func:`server_binding`; None without psycopg 3."""
+    if not _binding:
+        try:
+            from django.db.backends.postgresql.base import ServerBindingCursor
+            from psycopg.types.array import ListBinaryDumper
+        except ImportError:
+            _binding.append(None)
+        else:
+            parent: Any = ServerBindingCursor
+
+            class BindingCursor(parent):  # type: ignore[misc]
+                def __init__(self, *args: Any, **kwargs: Any) -> None:
+                    super().__init__(*args, **kwargs)
+                    # Registered last, so ``%s`` dumps a list in binary (arrays are the
+                    # point: a text array is escaped element by element).
+                    self.adapters.register_dumper(list, ListBinaryDumper)
+
+            _binding.append(BindingCursor)
+    return _binding[0]
+
+
 def genesis_epoch(name: str) -> str:
     """The first epoch of a stream: derived from its name, so a stream that nobody has
     written yet has the same epoch before and after its first write, and reads need not
@@ -105,6 +160,31 @@ def _lock_stream(name: str, using: str) -> Stream:
     return ensure_stream(name, using, lock=True)
 
 
+def _take_seqs(name: str, count: int, using: str) -> Stream:
+    """Lock the stream's head row and move its head ``count`` seqs on; the row as it now
+    is (the seqs taken end at its head). On PostgreSQL one ``UPDATE ... RETURNING``,
+    which holds the row lock until commit as :func:`_lock_stream` does; elsewhere, or
+    for a stream nobody has written yet, lock, read, then write."""
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        fields = Stream._meta.concrete_fields
+        names = [f.attname for f in fields]
+        quote = connection.ops.quote_name
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {quote(Stream._meta.db_table)} SET head = head + %s WHERE name = %s "
+                f"RETURNING {', '.join(quote(str(f.column)) for f in fields)}",
+                [count, name],
+            )
+            row = cursor.fetchone()
+        if row is not None:
+            return Stream.from_db(using, names, row)
+    stream = _lock_stream(name, using)
+    stream.head += count
+    stream.save(update_fields=["head"])
+    return stream
+
+
 def append(drafts: Sequence[OpDraft], using: str | None = None) -> list[Op]:
     """Record ``drafts`` in the current transaction; broadcast them after it commits.
 
@@ -123,20 +203,84 @@ def append(drafts: Sequence[OpDraft], using: str | None = None) -> list[Op]:
     indexed = sorted(enumerate(drafts), key=lambda item: (item[1].stream, item[0]))
     for name, group in groupby(indexed, key=lambda item: item[1].stream):
         batch = list(group)
-        stream = _lock_stream(validate_stream_name(name), using)
-        first = stream.head + 1
-        stream.head += len(batch)
-        stream.save(update_fields=["head"])
+        stream = _take_seqs(validate_stream_name(name), len(batch), using)
+        first = stream.head - len(batch) + 1
         ops = [
             _op(stream, first + i, d, d.attribution or current, now)
             for i, (_, d) in enumerate(batch)
         ]
-        Op.objects.using(using).bulk_create(ops)
+        _insert_ops(ops, using)
         broadcast.after_commit(stream.name, stream.epoch, ops, using)
         appended.extend((index, op) for (index, _), op in zip(batch, ops, strict=True))
     result = [op for _, op in sorted(appended, key=lambda item: item[0])]
     context.note_appended(result)
     return result
+
+
+# Every column of an op; ``id`` comes back from the database.
+_OP_FIELDS = (
+    "stream",
+    "seq",
+    "model",
+    "object_pk",
+    "kind",
+    "fields",
+    "version",
+    "mutation_id",
+    "actor",
+    "client_id",
+    "source",
+    "created_at",
+)
+# Columns whose values the driver takes as they are (ints and strings); the others go
+# through their field's ``get_db_prep_save``, as ``bulk_create`` would send them.
+_OP_PLAIN = frozenset(
+    {"stream", "seq", "model", "object_pk", "kind", "version", "client_id", "source"}
+)
+
+
+def _insert_ops(ops: list[Op], using: str) -> None:
+    """Insert ``ops`` (of one stream) as ``bulk_create`` would; on PostgreSQL with one
+    ``INSERT ... SELECT * FROM unnest(...)`` of one array per column, bound on the server
+    (:func:`server_binding`), without the ORM's per-value compilation."""
+    connection = connections[using]
+    if len(ops) < 2 or connection.vendor != "postgresql" or _binding_cursor() is None:
+        Op.objects.using(using).bulk_create(ops)
+        return
+    by_name = {field.name: field for field in Op._meta.concrete_fields}
+    fields = [by_name[name] for name in _OP_FIELDS]
+    columns: list[list[Any]] = []
+    for field in fields:
+        values = [getattr(op, field.attname) for op in ops]
+        if field.name == "fields":
+            # The JSON text Django's adapter would write (``json.dumps(value,
+            # cls=encoder)``), made by one encoder for all; the column's cast parses it.
+            encode = (field.encoder or json.JSONEncoder)().encode  # type: ignore[attr-defined]
+            values = [None if v is None else encode(field.get_prep_value(v)) for v in values]
+        elif field.name not in _OP_PLAIN:
+            # Once per distinct object: the ops of a write share their timestamp.
+            prepared: dict[int, Any] = {}
+            for value in values:
+                if id(value) not in prepared:
+                    prepared[id(value)] = field.get_db_prep_save(value, connection)
+            values = [prepared[id(value)] for value in values]
+        columns.append(values)
+    quote = connection.ops.quote_name
+    names = ", ".join(quote(str(field.column)) for field in fields)
+    arrays = ", ".join(f"%s::{str(field.db_type(connection)).split('(')[0]}[]" for field in fields)
+    pk = Op._meta.pk
+    assert pk is not None
+    with server_binding(using), connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {quote(Op._meta.db_table)} ({names}) "
+            f"SELECT * FROM unnest({arrays}) RETURNING {quote(str(pk.column))}, seq",
+            columns,
+        )
+        ids = {seq: id_ for id_, seq in cursor.fetchall()}
+    for op in ops:
+        op.pk = ids[op.seq]
+        op._state.adding = False
+        op._state.db = using
 
 
 def _op(stream: Stream, seq: int, d: OpDraft, by: context.Attribution, now: Any) -> Op:

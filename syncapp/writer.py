@@ -22,8 +22,18 @@ from syncapp.protocol import ErrorInfo, Mutation, MutationResult, ObjectState
 from syncapp.registry import SyncSpec
 
 
-def object_state(spec: SyncSpec, instance: SyncModel) -> ObjectState:
-    """An object as results and snapshots carry it."""
+def object_state(
+    spec: SyncSpec, instance: SyncModel, fields: dict[str, Any] | None = None
+) -> ObjectState:
+    """An object as results and snapshots carry it; ``fields``, when given, is
+    ``spec.represent(instance)`` already made (by the op of its create, say)."""
+    if fields is not None:
+        return ObjectState(
+            model=spec.label,
+            pk=spec.pk_value(instance.pk),
+            version=instance.sync_version,
+            fields=dict(fields),
+        )
     data = spec.object_dict(instance)
     return ObjectState(
         model=data["model"], pk=data["pk"], version=data["version"], fields=data["fields"]
@@ -118,7 +128,10 @@ def build_new(spec: SyncSpec, fields: dict[str, Any], pk: Any) -> SyncModel:
     }
     values = _validate(spec, data, None)
     values.update({n: _counter_value(spec, n, v) for n, v in counters.items()})
-    instance = spec.model()
+    key = spec.model._meta.pk
+    assert key is not None
+    # The key as an argument: the model's default key is not made only to be replaced.
+    instance = spec.model(**{key.attname: pk})
     instance.pk = pk
     for name, value in values.items():
         setattr(instance, name, value)

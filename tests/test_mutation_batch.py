@@ -307,3 +307,136 @@ def test_a_record_taken_over_meanwhile_is_not_applied_by_this_attempt(user, monk
     assert [op.mutation_id for op in ops(PUBLIC)] == [batch[0].id, batch[2].id]
     assert not Board.objects.filter(name="b").exists()
     assert IdempotencyRecord.objects.get(key=batch[1].id).status == "in_progress"
+
+
+AWKWARD = [
+    'a "quoted" name',
+    "back\\slash \\\\ and \\N",
+    "{braces}, commas, and (parens)",
+    "NULL",
+    "null",
+    "inner  double  spaces",
+    "tab\there\nnewline",
+    "ünïcödé ✓ 🚀",
+    "O'Reilly; DROP TABLE x; --",
+    "%s %(x)s $1 ?",
+]
+
+
+def test_a_batch_stores_every_value_exactly_as_sent(user, board):
+    """The batch's big statements bind their values apart from the SQL, arrays in binary
+    on PostgreSQL (oplog.server_binding): what is stored, logged and replayed is exactly
+    what was sent, quotes, backslashes, braces, "NULL" and all."""
+    cards = [
+        mutation(
+            stream=f"board:{board.pk}",
+            model="testapp.card",
+            pk=str(uuid.uuid4()),
+            op="create",
+            fields={"board": str(board.pk), "title": name, "body": name * 2, "likes": i - 5},
+        )
+        for i, name in enumerate(AWKWARD)
+    ]
+    batch = [new_board(name) for name in AWKWARD] + cards
+    results = apply(batch, user)
+    assert [r.status for r in results] == ["applied"] * len(batch)
+    names = dict(Board.objects.filter(name__in=AWKWARD).values_list("pk", "name"))
+    assert [names[uuid.UUID(str(m.pk))] for m in batch[: len(AWKWARD)]] == AWKWARD
+    stored = {str(c.pk): c for c in Card.objects.filter(board=board)}
+    for i, m in enumerate(cards):
+        card = stored[str(m.pk)]
+        assert (card.title, card.body, card.likes) == (AWKWARD[i], AWKWARD[i] * 2, i - 5)
+        assert card.updated_at is not None
+    logged = ops(PUBLIC)
+    assert [op.fields["name"] for op in logged] == AWKWARD
+    card_ops = ops(f"board:{board.pk}")
+    assert [op.fields["title"] for op in card_ops] == AWKWARD
+    assert [op.fields["likes"] for op in card_ops] == [i - 5 for i in range(len(AWKWARD))]
+    # The op as logged is the object as the result describes it.
+    for op, result in zip(card_ops, results[len(AWKWARD) :], strict=True):
+        assert result.object.fields == op.fields
+        assert result.seq == op.seq
+    # The stored results replay byte for byte.
+    assert apply(batch, user) == results
+    assert IdempotencyRecord.objects.filter(status="done").count() == len(batch)
+
+
+def test_server_binding_is_scoped_to_its_block(db):
+    """oplog.server_binding changes the connection's cursor class for its block only, and
+    puts it back after an error too; elsewhere than PostgreSQL it changes nothing."""
+    from syncapp import oplog
+
+    connection.ensure_connection()
+    raw = connection.connection
+    before = getattr(raw, "cursor_factory", None)
+    with oplog.server_binding("default"):
+        inside = getattr(raw, "cursor_factory", None)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT %s, %s", ["a 'quoted' {value}", 2])
+            assert cursor.fetchone() == ("a 'quoted' {value}", 2)
+    assert getattr(raw, "cursor_factory", None) is before
+    with pytest.raises(RuntimeError), oplog.server_binding("default"):
+        raise RuntimeError("boom")
+    assert getattr(raw, "cursor_factory", None) is before
+    if connection.vendor == "postgresql":
+        assert inside is not before
+    else:
+        assert inside is before
+
+
+def test_ops_appended_together_are_stored_as_one_at_a_time(db):
+    """oplog.append writes a stream's ops with one statement of its own on PostgreSQL:
+    the rows, their JSON (DjangoJSONEncoder values included) and the Op instances it
+    returns are what bulk_create makes of a single op."""
+    import datetime
+    import decimal
+
+    from django.db import transaction
+
+    from syncapp import context, oplog
+
+    fields = {
+        "when": datetime.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=datetime.UTC),
+        "price": decimal.Decimal("12.50"),
+        "ref": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        "nested": {"list": [1, "two", None, True], "quote": 'say "hi"\\'},
+    }
+    mutation_id = uuid.uuid4()
+
+    def draft(pk: str) -> oplog.OpDraft:
+        return oplog.OpDraft("s.many", "testapp.board", pk, "create", dict(fields), 1)
+
+    with (
+        context.attribute(actor=None, client_id="c9", mutation_id=mutation_id, source="test"),
+        transaction.atomic(),
+    ):
+        alone = oplog.append([draft("one")])
+        together = oplog.append([draft(f"p{i}") for i in range(3)])
+    assert [op.seq for op in alone + together] == [1, 2, 3, 4]
+    rows = {op.pk: op for op in Op.objects.filter(stream__name="s.many")}
+    assert sorted(rows) == sorted(op.pk for op in alone + together)
+    for op in alone + together:
+        assert not op._state.adding
+        stored = rows[op.pk]
+        assert stored.fields == rows[alone[0].pk].fields
+        assert (stored.seq, stored.object_pk, stored.kind, stored.version) == (
+            op.seq,
+            op.object_pk,
+            op.kind,
+            op.version,
+        )
+        assert (stored.mutation_id, stored.client_id, stored.source, stored.actor_id) == (
+            mutation_id,
+            "c9",
+            "test",
+            None,
+        )
+        assert stored.created_at == op.created_at
+    assert rows[together[0].pk].fields == {
+        "when": "2026-01-02T03:04:05.678Z",
+        "price": "12.50",
+        "ref": "12345678-1234-5678-1234-567812345678",
+        "nested": {"list": [1, "two", None, True], "quote": 'say "hi"\\'},
+    }
+    head = oplog.head_of("s.many")
+    assert head.head == 4
