@@ -15,6 +15,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import override_settings
 
+from syncapp import consumers as consumers_module
 from syncapp import hub as hub_module
 from syncapp import sender
 from syncapp.conf import DEFAULTS, conf
@@ -234,3 +235,70 @@ def test_settings_are_read_once_and_again_when_they_change(settings):
     assert conf.OUTBOX_BYTES == 12345
     settings.SYNCAPP = {}
     assert conf.OUTBOX_BYTES == DEFAULTS["OUTBOX_BYTES"]
+
+
+async def test_a_connection_that_fails_to_flush_does_not_stop_the_others(user, caplog):
+    client, hub, feed, _ = await subscribed(user)
+
+    class Broken:
+        def flush(self, frames: dict[Any, str]) -> None:
+            raise RuntimeError("broken")
+
+    with caplog.at_level(logging.ERROR, "syncapp.hub"):
+        hub.schedule_flush(Broken())
+        hub.dispatch(message(feed, feed.last + 1, 1))
+        assert len(seqs(await client.receive())) == 1
+    assert "Could not write to a connection" in caplog.text
+
+
+async def test_a_refused_hello_is_sent_before_the_close_even_when_the_flush_waits(user):
+    client = await Client(user).connect(hello=False)
+    hub = current_hub()
+    assert hub is not None
+    await asyncio.sleep(0.05)
+    hub._flush_ended, hub._flush_took = hub.loop.time(), 0.2  # the next flush waits
+    await client.send({"type": "hello", "client_id": "t", "protocol": 99})
+    assert (await client.receive())["code"] == "protocol_unsupported"
+    assert await client.closed() == 4400
+
+
+async def test_resume_finishes_a_send_that_yields_to_the_loop_or_fails():
+    steps: list[str] = []
+
+    async def turns() -> None:
+        await asyncio.sleep(0)  # yields None: let the loop turn
+        steps.append("after a turn")
+
+    sending = turns()
+    waiting = sending.send(None)
+    assert waiting is None
+    await consumers_module._resume(sending, waiting)
+    assert steps == ["after a turn"]
+
+    failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def waits() -> None:
+        await failed
+
+    sending = waits()
+    waiting = sending.send(None)
+    failed.set_exception(ConnectionResetError("gone"))
+    with pytest.raises(ConnectionResetError):
+        await consumers_module._resume(sending, waiting)
+
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def hangs() -> None:
+        try:
+            await never
+        finally:
+            steps.append("closed")
+
+    sending = hangs()
+    waiting = sending.send(None)
+    task = asyncio.ensure_future(consumers_module._resume(sending, waiting))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert steps[-1] == "closed"  # the send's coroutine was closed, not left pending

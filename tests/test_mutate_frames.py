@@ -13,7 +13,7 @@ import pytest
 from django.test import override_settings
 
 from syncapp import mutations
-from syncapp.consumers import SyncConsumer
+from syncapp.consumers import MUTATE_QUEUE, SyncConsumer
 from syncapp.hub import current_hub
 from syncapp.models import Op
 from tests.ws import Client, adb, close_hub
@@ -154,3 +154,21 @@ async def test_answers_to_other_frames_wait_for_the_mutations_before_them(user, 
     assert [a["type"] for a in answers] == ["ack", "pong", "error"]
     assert answers[2]["code"] == "parse_error"
     assert consumer.mutating is None  # nothing left behind once all is answered
+
+
+async def test_a_client_that_queues_too_many_frames_is_not_read_until_they_go(user, monkeypatch):
+    spy = GatedApply(monkeypatch)
+    client, consumer = await connected(user)
+    count = MUTATE_QUEUE + 4
+    for i in range(count):
+        await client.send({"type": "mutate", "ref": i, "mutations": [board_mutation(f"q{i}")]})
+    await queued(consumer, MUTATE_QUEUE + 1)
+    await asyncio.sleep(0.2)
+    # One frame in flight, MUTATE_QUEUE + 1 waiting (the last one's receive waits): the
+    # rest stay unread.
+    assert consumer.mutating is not None
+    assert len(consumer.mutating) == MUTATE_QUEUE + 1
+    spy.gate.set()
+    acks = [await client.receive_type("ack") for _ in range(count)]
+    assert [ack["ref"] for ack in acks] == list(range(count))
+    assert sum(spy.sizes) == count
