@@ -75,32 +75,15 @@ def claim(owner: str, key: uuid.UUID, fingerprint: str, using: str) -> Claim | M
         lease = uuid.uuid4()
         try:
             with transaction.atomic(using=using):
-                record = records.create(
-                    owner=owner,
-                    key=key,
-                    fingerprint=fingerprint,
-                    status=IdempotencyRecord.Status.IN_PROGRESS,
-                    lease=lease,
-                    created_at=now,
-                    started_at=now,
-                )
+                record = _in_progress(owner, key, fingerprint, lease, now)
+                record.save(using=using, force_insert=True)
             return Claim(record.pk, lease)
         except IntegrityError:
             pass
         existing = records.filter(owner=owner, key=key).first()
         if existing is None:
             continue  # released between our insert and our read: try again
-        if existing.fingerprint != fingerprint:
-            raise IdempotencyMismatch()
-        if existing.status == IdempotencyRecord.Status.DONE:
-            return msgspec.convert(existing.result, MutationResult)
-        if _expired(existing.started_at, now):
-            taken = records.filter(
-                pk=existing.pk, status=IdempotencyRecord.Status.IN_PROGRESS, lease=existing.lease
-            ).update(lease=lease, started_at=now)
-            if taken:
-                return Claim(existing.pk, lease)
-        raise InProgress()
+        return _existing(existing, fingerprint, now, using)
     raise InProgress()
 
 
@@ -124,18 +107,7 @@ def claim_many(
             others = [key for key in keys if key not in ours]
         else:
             records.bulk_create(
-                [
-                    IdempotencyRecord(
-                        owner=owner,
-                        key=key,
-                        fingerprint=print_,
-                        status=IdempotencyRecord.Status.IN_PROGRESS,
-                        lease=lease,
-                        created_at=now,
-                        started_at=now,
-                    )
-                    for key, print_ in items
-                ],
+                [_in_progress(owner, key, print_, lease, now) for key, print_ in items],
                 ignore_conflicts=True,
             )
             ours, others = {}, keys
@@ -188,10 +160,26 @@ def _insert_returning(
         }
 
 
+def _in_progress(
+    owner: str, key: uuid.UUID, fingerprint: str, lease: uuid.UUID, now: datetime
+) -> IdempotencyRecord:
+    """A new record of an attempt that has just started."""
+    return IdempotencyRecord(
+        owner=owner,
+        key=key,
+        fingerprint=fingerprint,
+        status=IdempotencyRecord.Status.IN_PROGRESS,
+        lease=lease,
+        created_at=now,
+        started_at=now,
+    )
+
+
 def _existing(
     record: IdempotencyRecord, fingerprint: str, now: datetime, using: str
 ) -> Claim | MutationResult:
-    """What an earlier attempt's record answers, as in :func:`claim`."""
+    """What an earlier attempt's record answers: the stored result, this attempt's claim
+    if the earlier one's lease ran out, or the error to reject the mutation with."""
     if record.fingerprint != fingerprint:
         raise IdempotencyMismatch()
     if record.status == IdempotencyRecord.Status.DONE:
