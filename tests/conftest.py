@@ -38,6 +38,16 @@ def _needs_postgresql(request):
         )
 
 
+@pytest.fixture
+async def hub_closed():
+    """For tests that start this event loop's hub (WebSocket, SSE, long-poll): close it
+    afterwards, leaving its channel-layer groups and its database connection."""
+    yield
+    from tests.ws import close_hub
+
+    await close_hub()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_rate_limits():
     """Each test starts with full per-user buckets (user pks repeat across tests)."""

@@ -21,15 +21,9 @@ from syncapp.models import Op
 from tests.testapp.models import Board, Card
 from tests.ws import Client, adb, close_hub
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hub_closed")]
 
 SETTINGS = {"PERMISSION_CLASS": "tests.testapp.permissions.TestPermission"}
-
-
-@pytest.fixture(autouse=True)
-async def _hub():
-    yield
-    await close_hub()
 
 
 @pytest.fixture

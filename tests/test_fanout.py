@@ -22,17 +22,11 @@ from syncapp.conf import DEFAULTS, conf
 from syncapp.consumers import SyncConsumer
 from syncapp.hub import Feed, Hub, current_hub
 from tests.testapp.models import Board
-from tests.ws import Client, adb, close_hub
+from tests.ws import Client, adb
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hub_closed")]
 
 SETTINGS = {"PERMISSION_CLASS": "tests.testapp.permissions.TestPermission"}
-
-
-@pytest.fixture(autouse=True)
-async def _hub():
-    yield
-    await close_hub()
 
 
 async def subscribed(user: Any) -> tuple[Client, Hub, Feed, SyncConsumer]:

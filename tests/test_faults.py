@@ -85,19 +85,13 @@ from tests.helpers import ops
 from tests.test_concurrency import waiting_on_locks
 from tests.testapp.models import Card
 from tests.testapp.permissions import FAULTY
-from tests.ws import Client, adb, close_hub
+from tests.ws import Client, adb
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hub_closed")]
 
 TIMEOUT = 10.0
 SETTINGS = {"PERMISSION_CLASS": "tests.testapp.permissions.TestPermission"}
 FAULTY_SETTINGS = {"PERMISSION_CLASS": "tests.testapp.permissions.FaultyPermission"}
-
-
-@pytest.fixture(autouse=True)
-async def _hub():
-    yield
-    await close_hub()
 
 
 async def until(predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:

@@ -24,19 +24,13 @@ from syncapp.sse import channel_for
 from tests.fuzz import NO_RATE_LIMITS
 from tests.http_streams import EventReader
 from tests.testapp.models import Board, Card
-from tests.ws import Client, adb, close_hub
+from tests.ws import Client, adb
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hub_closed")]
 
 TEN_MB = 10 * 1024 * 1024
 DEEP = 100_000
 SECRET = "secret:plans"  # a stream the test user may not read (tests/testapp/permissions.py)
-
-
-@pytest.fixture(autouse=True)
-async def _hub():
-    yield
-    await close_hub()
 
 
 @pytest.fixture

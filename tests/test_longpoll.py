@@ -10,15 +10,9 @@ from django.test import AsyncClient
 
 from syncapp import oplog, permissions
 from tests.testapp.models import Board, Card
-from tests.ws import adb, close_hub
+from tests.ws import adb
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-async def _hub():
-    yield
-    await close_hub()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hub_closed")]
 
 
 @pytest.fixture

@@ -16,17 +16,11 @@ from syncapp import mutations
 from syncapp.consumers import MUTATE_QUEUE, SyncConsumer
 from syncapp.hub import current_hub
 from syncapp.models import Op
-from tests.ws import Client, adb, close_hub
+from tests.ws import Client, adb
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hub_closed")]
 
 SETTINGS = {"PERMISSION_CLASS": "tests.testapp.permissions.TestPermission"}
-
-
-@pytest.fixture(autouse=True)
-async def _hub():
-    yield
-    await close_hub()
 
 
 def board_mutation(name: str) -> dict[str, Any]:

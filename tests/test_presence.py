@@ -9,18 +9,12 @@ from django.test import override_settings
 
 from syncapp import permissions
 from syncapp.hub import current_hub
-from tests.ws import Client, adb, close_hub
+from tests.ws import Client, adb
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hub_closed")]
 
 SETTINGS = {"PERMISSION_CLASS": "tests.testapp.permissions.TestPermission"}
 STREAM = "boards"
-
-
-@pytest.fixture(autouse=True)
-async def _hub():
-    yield
-    await close_hub()
 
 
 async def joined(client, stream=STREAM, state=None):

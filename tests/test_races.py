@@ -22,16 +22,10 @@ from syncapp.hub import current_hub
 from syncapp.sse import channel_for
 from tests.http_streams import EventReader
 from tests.testapp.models import Board, Card
-from tests.ws import Client, adb, close_hub
+from tests.ws import Client, adb
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hub_closed")]
 SETTINGS = {"PERMISSION_CLASS": "tests.testapp.permissions.TestPermission"}
-
-
-@pytest.fixture(autouse=True)
-async def _hub():
-    yield
-    await close_hub()
 
 
 @pytest.fixture

@@ -23,9 +23,9 @@ from syncapp.permissions import BasePermission
 from syncapp.sse import channel_for
 from tests.http_streams import EventReader
 from tests.testapp.models import Board, Card
-from tests.ws import ORIGIN, Client, adb, close_hub
+from tests.ws import ORIGIN, Client, adb
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hub_closed")]
 
 PROBLEM = "application/problem+json"
 
@@ -57,12 +57,6 @@ def _grants() -> Iterator[None]:
         yield
     Grants.READERS = {}
     permissions._instance.cache_clear()
-
-
-@pytest.fixture(autouse=True)
-async def _hub():
-    yield
-    await close_hub()
 
 
 @pytest.fixture

@@ -15,13 +15,7 @@ from tests.http_streams import EventReader
 from tests.testapp.models import Board, Card
 from tests.ws import adb, close_hub
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-async def _hub():
-    yield
-    await close_hub()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hub_closed")]
 
 
 @pytest.fixture

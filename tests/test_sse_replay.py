@@ -18,18 +18,12 @@ from syncapp.oplog import OpDraft
 from syncapp.sse import channel_for
 from tests.http_streams import EventReader
 from tests.testapp.models import Board, Card
-from tests.ws import adb, close_hub
+from tests.ws import adb
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hub_closed")]
 
 #: Small pages, so that a few hundred ops cross several of them.
 PAGES = (40, 150)
-
-
-@pytest.fixture(autouse=True)
-async def _hub():
-    yield
-    await close_hub()
 
 
 @pytest.fixture(autouse=True)
