@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import sys
 from collections import deque
 from collections.abc import Coroutine
 from typing import Any
@@ -23,7 +24,7 @@ from django.utils import timezone
 from syncapp import encoding, limits, mutations, permissions, presence
 from syncapp.conf import conf
 from syncapp.exceptions import PayloadTooLarge, SyncError
-from syncapp.hub import Batch, Hub, get_hub
+from syncapp.hub import Batch, Frames, Hub, get_hub
 from syncapp.middleware import AUTH_ERROR, SERVER_SEND
 from syncapp.protocol import (
     PROTOCOL_VERSION,
@@ -97,7 +98,43 @@ class ServerSocket:
 
     def __init__(self, send: Any) -> None:
         self.protocol: Any = (getattr(send, "args", None) or (None,))[0]
-        self.transport = getattr(self.protocol, "transport", None)
+        self.transport: Any = getattr(self.protocol, "transport", None)
+        self.direct = _writable_directly(self.protocol, self.transport)
+
+    def write_text(self, text: str, wire: dict[str, bytes]) -> bool:
+        """Write ``text`` as one WebSocket text frame onto daphne's TCP socket; False
+        when it has to go through the server's ``send`` instead.
+
+        Through daphne a frame costs autobahn's ``sendMessage`` (checks, counters, a
+        header built per socket) and Twisted's buffered write (the socket registered
+        with the event loop, written in the next turn, unregistered). A frame that many
+        connections share is framed once (``wire``, kept for one flush) and written at
+        once when nothing is waiting before it; what the socket does not take, and
+        any frame behind unsent data, goes through Twisted's buffer, in order."""
+        protocol, transport = self.protocol, self.transport
+        if (
+            not self.direct
+            or protocol.state != protocol.STATE_OPEN
+            or protocol.send_state != protocol.SEND_STATE_GROUND
+            or protocol.send_queue
+            or protocol._perMessageCompress is not None
+            or not transport.connected
+            or transport.disconnecting
+            or transport.TLS
+        ):
+            return False
+        data = wire.get(text)
+        if data is None:
+            data = wire[text] = text_frame(text)
+        if not transport._tempDataLen and transport.offset == len(transport.dataBuffer):
+            written = transport.writeSomeData(data)
+            if not isinstance(written, int):
+                written = 0  # a lost connection: Twisted's own write finds it out
+            if written == len(data):
+                return True
+            data = data[written:]
+        transport.write(data)
+        return True
 
     def backlog(self) -> int:
         buffer = getattr(self.transport, "dataBuffer", None)
@@ -131,6 +168,34 @@ class ServerSocket:
         (autobahn drops the connection 1 s after a close frame by default)."""
         if hasattr(self.protocol, "closeHandshakeTimeout"):
             self.protocol.closeHandshakeTimeout = seconds
+
+
+def _writable_directly(protocol: Any, transport: Any) -> bool:
+    """Whether frames may be written to this connection's socket as
+    :meth:`ServerSocket.write_text` does: daphne's autobahn protocol on a plain Twisted
+    TCP connection (not TLS, which Twisted writes through its own buffer)."""
+    tcp = sys.modules.get("twisted.internet.tcp")
+    websocket = sys.modules.get("autobahn.websocket.protocol")
+    return (
+        tcp is not None
+        and websocket is not None
+        and isinstance(protocol, websocket.WebSocketServerProtocol)
+        and type(transport) is tcp.Server
+    )
+
+
+def text_frame(text: str) -> bytes:
+    """``text`` as a final, unmasked WebSocket text frame (RFC 6455 section 5.2), as a
+    server sends it."""
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x81, size))
+    elif size < 1 << 16:
+        header = bytes((0x81, 126)) + size.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + size.to_bytes(8, "big")
+    return header + payload
 
 
 class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
@@ -350,7 +415,7 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             frame["ref"] = ref
         self.push_frame(frame)
 
-    def flush(self, frames: dict[tuple[str, str, int, int], str]) -> None:
+    def flush(self, frames: Frames) -> None:
         """Send what is queued: called by the hub once per turn of the event loop for every
         connection that has something to send, so that ops delivered in the same turn go
         out in one frame.
@@ -363,8 +428,11 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.flush_scheduled = False
         if self.writer is not None and not self.writer.done():
             return  # the writer sends the rest
+        socket, wire = self.socket, frames.wire
         while self.outbox:
             text = self._next(frames)
+            if socket.direct and socket.write_text(text, wire):
+                continue
             try:
                 sending = self._server_send({"type": "websocket.send", "text": text})
                 waiting = sending.send(None)
@@ -377,7 +445,7 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         self.outbox = None
 
-    def _next(self, frames: dict[tuple[str, str, int, int], str]) -> str:
+    def _next(self, frames: Frames) -> str:
         """The next frame out of the outbox: a frame as it was queued, or the ops of
         consecutive batches of one stream, up to OUTBOX_BYTES / 4, in one ``ops`` frame."""
         assert self.outbox
@@ -414,7 +482,7 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         """Finish a send that had to wait, then send the rest."""
         await _resume(sending, waiting)
         while self.outbox:
-            await self._server_send({"type": "websocket.send", "text": self._next({})})
+            await self._server_send({"type": "websocket.send", "text": self._next(Frames())})
         self.outbox = None
 
     def _send_failed(self, exc: Exception) -> None:

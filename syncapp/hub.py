@@ -68,6 +68,18 @@ REPAIR_PAGE = 1000
 MAX_FLUSH_WAIT = 0.1
 
 
+class Frames(dict[tuple[str, str, int, int], str]):
+    """What one flush builds once for every connection: ``ops`` frames of several
+    consecutive batches, by (stream, epoch, first seq, last seq); and in ``wire``, frames
+    framed as daphne's sockets take them (:meth:`consumers.ServerSocket.write_text`)."""
+
+    __slots__ = ("wire",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wire: dict[str, bytes] = {}
+
+
 @dataclass(slots=True)
 class Batch:
     """Consecutive ops of one stream, already encoded."""
@@ -399,7 +411,7 @@ class Hub:
         self._flush_scheduled = False
         self._settling = True
         connections, self._unflushed = self._unflushed, []
-        frames: dict[tuple[str, str, int, int], str] = {}
+        frames = Frames()
         for connection in connections:
             try:
                 connection.flush(frames)

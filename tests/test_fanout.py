@@ -296,3 +296,34 @@ async def test_resume_finishes_a_send_that_yields_to_the_loop_or_fails():
     with pytest.raises(asyncio.CancelledError):
         await task
     assert steps[-1] == "closed"  # the send's coroutine was closed, not left pending
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65_535, 65_536, 300_000])
+@pytest.mark.parametrize("char", ["x", "é"])
+def test_a_frame_written_straight_to_daphnes_socket_is_what_a_client_reads(size, char):
+    """Each length encoding of RFC 6455 (7 bits, 16 bits, 64 bits; counted in bytes),
+    parsed by the ``websockets`` library as a client parses a server's frame."""
+    from websockets.frames import Frame, Opcode
+    from websockets.streams import StreamReader
+
+    text = char * (size // len(char.encode()))
+    reader = StreamReader()
+    reader.feed_data(consumers_module.text_frame(text))
+    reader.feed_eof()
+    parser = Frame.parse(reader.read_exact, mask=False, max_size=None)
+    try:
+        next(parser)
+    except StopIteration as done:
+        frame = done.value
+    else:  # pragma: no cover - the parser wanted more bytes than the frame has
+        pytest.fail("incomplete frame")
+    assert frame.opcode == Opcode.TEXT
+    assert frame.fin
+    assert frame.data.decode() == text
+
+
+def test_only_daphnes_plain_tcp_sockets_are_written_directly():
+    """Uvicorn's send, a test's, and anything that is not autobahn on a Twisted TCP
+    server go through the server's ``send``."""
+    assert consumers_module.ServerSocket(None).direct is False
+    assert consumers_module.ServerSocket(lambda message: None).direct is False
