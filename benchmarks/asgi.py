@@ -1,7 +1,11 @@
 """The benchmark servers' ASGI application.
 
 - ``/sync/ws/``: syncapp's WebSocket (``syncapp.routing.websocket_application``).
-- ``/plain/ws/?stream=<stream>``: :class:`PlainConsumer`, what people write by hand.
+- ``/plainsave/ws/?stream=<stream>`` (with ``BENCH_PLAIN_SAVE=1``):
+  :class:`PlainSaveConsumer`, what people write by hand: a ``post_save`` receiver
+  ``group_send``s each saved card once committed; the consumer ``send_json``s it.
+- ``/plain/ws/?stream=<stream>``: :class:`PlainConsumer`, a hand-written consumer on
+  syncapp's own after-commit broadcast (one message per transaction).
 - ``/bare/ws/``: :class:`BareConsumer`, a Channels consumer that only accepts (the memory
   baseline).
 - ``/dcrf/ws/`` (with ``BENCH_DCRF=1``): djangochannelsrestframework's model observer.
@@ -27,7 +31,8 @@ from syncapp.routing import websocket_application  # noqa: E402
 
 
 class PlainConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
-    """A hand-written Channels consumer: one group per stream, ``send_json`` per event.
+    """A hand-written Channels consumer on syncapp's broadcast: one group per stream,
+    ``send_json`` per event.
 
     It joins the stream's channel-layer group, the one syncapp's after-commit
     ``group_send`` targets (``syncapp.broadcast``), so that the writes and the message on
@@ -73,6 +78,57 @@ routes = [
     path("bare/ws/", BareConsumer.as_asgi()),
 ]
 
+if os.environ.get("BENCH_PLAIN_SAVE"):
+    # Only in the processes of the per-save plain peer: a post_save receiver makes
+    # syncapp save each card on its own (capture.bulk_insertable), as it would for any
+    # project that listens to the model's signals.
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+    from django.db import transaction
+    from django.db.models.signals import post_save
+
+    from tests.testapp.models import Card
+
+    def plain_group(board_id: Any) -> str:
+        return f"plain-board-{board_id}"
+
+    def card_saved(sender: Any, instance: Card, created: bool, **kwargs: Any) -> None:
+        """What hand-written code does: once the save is committed, one ``group_send``
+        of the card to its board's group."""
+        event = {
+            "type": "card.saved",
+            "stream": f"board:{instance.board_id}",
+            "card": {
+                "pk": str(instance.pk),
+                "fields": {"board": str(instance.board_id), "title": instance.title},
+            },
+        }
+        layer = get_channel_layer()
+        group = plain_group(instance.board_id)
+        transaction.on_commit(lambda: async_to_sync(layer.group_send)(group, event))
+
+    post_save.connect(card_saved, sender=Card, weak=False)
+
+    class PlainSaveConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+        """A hand-written Channels consumer fed per save: it joins its board's group and
+        ``send_json``s each card event as an ``ops`` frame of one."""
+
+        async def connect(self) -> None:
+            query = parse_qs(self.scope.get("query_string", b"").decode())
+            self.stream = query.get("stream", [""])[0]
+            self.group = plain_group(self.stream.partition(":")[2])
+            await self.channel_layer.group_add(self.group, self.channel_name)
+            await self.accept()
+            await self.send_json({"type": "subscribed", "stream": self.stream})
+
+        async def disconnect(self, code: int) -> None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+        async def card_saved(self, event: dict[str, Any]) -> None:
+            await self.send_json({"type": "ops", "stream": event["stream"], "ops": [event["card"]]})
+
+    routes.append(path("plainsave/ws/", PlainSaveConsumer.as_asgi()))
+
 if os.environ.get("BENCH_DCRF"):
     # Only in the processes of the djangochannelsrestframework peer: its model observer
     # hooks every Card's post_init and post_save in the process, which would tax the
@@ -112,9 +168,9 @@ sync = websocket_application(prefix="sync/")
 
 
 async def websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """``/plain/...`` and ``/bare/...`` to the hand-written consumers (no Origin check, no
-    auth), the rest to syncapp."""
-    app = plain if scope["path"].startswith(("/plain/", "/bare/", "/dcrf/")) else sync
+    """``/plain...``, ``/bare/...`` and ``/dcrf/...`` to the hand-written consumers (no
+    Origin check, no auth), the rest to syncapp."""
+    app = plain if scope["path"].startswith(("/plain", "/bare/", "/dcrf/")) else sync
     await app(scope, receive, send)
 
 
