@@ -2,8 +2,9 @@
 
 Two daphne processes share one database and one channel layer on a private
 redis-server; the subscribers are split evenly between them and the writer writes
-through the first, so every op crosses Redis to reach half of them. Peers: the plain
-Channels ``group_send`` consumer and syncapp, each on ``RedisChannelLayer`` and on
+through the first, so every op crosses Redis to reach half of them. Peers: plain
+Channels fed per save (``plainsave``), plain Channels on syncapp's broadcast (``plain``)
+and syncapp (see ``fanout``), each on ``RedisChannelLayer`` and on
 ``RedisPubSubChannelLayer``. Phases and columns as in ``fanout`` (burst deliveries/s,
 paced p50/p99, CPU of both servers per delivery).
 """
@@ -22,7 +23,13 @@ from benchmarks.harness import DjangoServer
 from tests.live.servers import Redis, free_port
 
 LAYERS = {"redis": "RedisChannelLayer", "redis-pubsub": "RedisPubSubChannelLayer"}
-KINDS = ["plain", "syncapp"]
+KINDS = ["plainsave", "plain", "syncapp"]
+PLAIN = ("plainsave", "plain")
+NAMES = {
+    "plainsave": "plain Channels",
+    "plain": "plain Channels on syncapp's broadcast",
+    "syncapp": "syncapp",
+}
 # Plain consumers on RedisChannelLayer in the writer's process deliver slowly (see the
 # notes); their phases are cut off here and what is late counts as "late", not lost.
 MAX_WAIT = 60.0
@@ -41,14 +48,15 @@ async def run_pair(
     name = f"{kind}-{layer}"
     redis = Redis(f"redis-{name}", free_port(), workdir / f"redis-{name}.log")
     env = {**db.fresh(name), "BENCH_LAYER": layer, "BENCH_REDIS_URL": ""}
+    if kind == "plainsave":
+        env["BENCH_PLAIN_SAVE"] = "1"
     rows = []
     with harness.running(redis):
         env["BENCH_REDIS_URL"] = redis.url
         servers = [DjangoServer(f"{name}-{i}", "daphne", workdir, env) for i in (1, 2)]
         with harness.running(servers[0]), harness.running(servers[1]):
             first = 0
-            peer = Peer(f"{'syncapp' if kind == 'syncapp' else 'plain Channels'}, "
-                        f"2 x daphne, {LAYERS[layer]}", kind, "daphne")  # fmt: skip
+            peer = Peer(f"{NAMES[kind]}, 2 x daphne, {LAYERS[layer]}", kind, "daphne")
             for subscribers, burst, paced in steps:
                 print(f"  {peer.name}: {subscribers} subscribers ...", file=sys.stderr, flush=True)
                 row = await measure(
@@ -64,10 +72,11 @@ def run(small: bool) -> dict[str, Any]:
         raise RuntimeError("redis-server is not installed; this workload starts its own")
     steps = plan(small)
     layers = os.environ.get("BENCH_REDIS_LAYERS", ",".join(LAYERS)).split(",")
+    kinds = os.environ.get("BENCH_REDIS_KINDS", ",".join(KINDS)).split(",")
     results: list[dict[str, Any]] = []
     with harness.workspace("fanout_redis") as (workdir, db):
         for layer in layers:
-            for kind in KINDS:
+            for kind in kinds:
                 results.extend(asyncio.run(run_pair(kind, layer, steps, workdir, db)))
 
     columns = [
@@ -77,7 +86,11 @@ def run(small: bool) -> dict[str, Any]:
     rows = []
     for r in results:
         same_n = [x for x in results if x["subscribers"] == r["subscribers"]]
-        plain = {x["layer"]: x for x in same_n if x["kind"] == "plain"}
+        # "x plain": against plain Channels fed per save (on syncapp's broadcast when
+        # only that one ran).
+        plain: dict[str, dict[str, Any]] = {}
+        for kind in reversed(PLAIN):
+            plain.update({x["layer"]: x for x in same_n if x["kind"] == kind})
         base = plain.get("redis")
         same = plain.get(r["layer"])
         rows.append([
@@ -85,11 +98,11 @@ def run(small: bool) -> dict[str, Any]:
             ratio(r["deliveries_per_s"], base["deliveries_per_s"] if base else None),
             ratio(r["deliveries_per_s"], same["deliveries_per_s"] if same else None),
             r["cpu_us_per_delivery"], r["p50_ms"], r["p99_ms"], r["writes_per_s"],
-            r["lost"] if r["kind"] == "plain" else "",
-            r["lost"] if r["kind"] != "plain" else "", r["gaps"],
+            r["lost"] if r["kind"] in PLAIN else "",
+            r["lost"] if r["kind"] not in PLAIN else "", r["gaps"],
         ])  # fmt: skip
     # What syncapp loses fails the run; the plain peer's late deliveries are its figure.
-    lost = sum(r["lost"] + r["gaps"] for r in results if r["kind"] != "plain")
+    lost = sum(r["lost"] + r["gaps"] for r in results if r["kind"] not in PLAIN)
     out = {
         "name": "fanout_redis",
         "columns": columns,

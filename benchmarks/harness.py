@@ -183,7 +183,8 @@ class Database:
 
 @contextlib.contextmanager
 def workspace(name: str) -> Iterator[tuple[Path, Database]]:
-    """A temporary directory and a prepared database, both gone at the end."""
+    """A temporary directory and a prepared database, both gone at the end (the
+    directory, with the servers' logs, is kept with ``BENCH_KEEP=1``)."""
     workdir = Path(tempfile.mkdtemp(prefix=f"syncapp-bench-{name}-"))
     db = Database(workdir)
     try:
@@ -191,7 +192,10 @@ def workspace(name: str) -> Iterator[tuple[Path, Database]]:
         yield workdir, db
     finally:
         db.drop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP"):
+            print(f"  {name}: servers' logs kept in {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 # readings
