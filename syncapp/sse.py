@@ -24,6 +24,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -57,6 +58,7 @@ from syncapp.api.views import ERRORS, STREAM_PARAM, AsyncSyncAPIView
 from syncapp.conf import conf
 from syncapp.exceptions import InvalidInput, ResetRequired
 from syncapp.hub import Batch, Hub, get_hub
+from syncapp.models import Stream
 
 logger = logging.getLogger("syncapp.sse")
 
@@ -345,17 +347,43 @@ def _fields_text(text: str) -> str:
 
 def _fields_texts(texts: list[str]) -> list[str]:
     """:func:`_fields_text` of each of ``texts``, decoded in one go."""
+    joined = "[" + ",".join(texts) + "]"
     try:
-        values = _decode("[" + ",".join(texts) + "]")
+        values = _decode(joined)
     except msgspec.DecodeError:
         return [_fields_text(text) for text in texts]
-    # Without a nested object the encoder's own sort gives the same order, for less.
+    if joined.count("{") == len(texts) and set(map(type, values)) == {dict}:
+        # One brace each, the object's own: no nested object anywhere, and the encoder's
+        # own sort gives the same order, for less.
+        return list(map(bytes.decode, map(_encode_sorted, values)))
     return [
         _encode_sorted(value).decode()
         if text.find("{", 1) < 0
         else encoding.dumps(dict(sorted(value.items())))
         for text, value in zip(texts, values, strict=True)
     ]
+
+
+#: Each byte of ASCII text as a shape: hexadecimal digits (lowercase) are ``x``, dashes and
+#: newlines stay, anything else is ``?``.
+_SHAPES = bytes(
+    ord("x") if byte in b"0123456789abcdef" else byte if byte in b"-\n" else ord("?")
+    for byte in range(256)
+)
+_UUID_SHAPE = b"xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx\n"  # str(uuid)
+_HEX_SHAPE = b"x" * 32 + b"\n"  # uuid.hex, as Django stores a UUIDField on SQLite
+
+
+def _all_shaped(values: list[Any], shape: bytes) -> bool:
+    """Whether every one of ``values`` is text of ``shape`` (one line of it), checked in
+    one go."""
+    if not values:
+        return True
+    try:
+        text = ("\n".join(values) + "\n").encode("ascii")
+    except (TypeError, UnicodeEncodeError):
+        return False
+    return text.translate(_SHAPES) == shape * len(values)
 
 
 def _pk_encoder(label: str) -> tuple[Callable[[str], str], bool]:
@@ -416,52 +444,87 @@ class PageEncoder:
                 raise
         if moment.tzinfo is None and self.timezone is not None:
             moment = moment.replace(tzinfo=self.timezone)  # as the ORM makes it aware
-        if len(self._times) >= 10_000:
-            self._times.clear()
-        found = self._times[value] = f',"ts":{encoding.dumps(encoding.iso(moment))}}}\n\n'
-        return found
+        return f',"ts":{encoding.dumps(encoding.iso(moment))}}}\n\n'
+
+    def _prepare(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """The model, kind and timestamp texts of ``rows`` in the caches."""
+        for label in set(map(_MODEL, rows)).difference(self._models):
+            self._model(label)
+        for kind in set(map(_KIND, rows)).difference(self._kinds):
+            self._kind(kind)
+        times = self._times
+        distinct = set(map(_CREATED, rows))
+        if not distinct.issubset(times):
+            if len(times) + len(distinct) > 10_000:
+                times.clear()
+            for value in distinct.difference(times):
+                times[value] = self._time(value)
 
     def encode(self, rows: Sequence[tuple[Any, ...]]) -> bytes:
         """``rows`` (:data:`syncapp.oplog.ROW_COLUMNS`) as one piece of SSE text."""
         if not rows:
             return b""
-        fields = _fields_texts([row[7] for row in rows])
-        # Keys that are all canonical UUIDs of UUID-keyed models (the usual case) are
-        # written as they are, checked in one go.
-        uuid_keyed = [self._model(label)[2] for label in {row[1] for row in rows}]
-        plain_pks = all(uuid_keyed) and (
-            _UUID_LINES.fullmatch("".join([row[2] + "\n" for row in rows])) is not None
-        )
-        out: list[str] = []
-        append = out.append
+        fields = _fields_texts(list(map(_FIELDS, rows)))
+        self._prepare(rows)
         id_prefix, data_prefix = self.id_prefix, self.data_prefix
         models, kinds, times = self._models, self._kinds, self._times
-        for (seq, model, pk, kind, version, mutation, created_at, _), field_text in zip(
-            rows, fields, strict=True
-        ):
-            model_part, pk_text, _uuid_keys = models[model]
-            if mutation is None:
-                mutation_text = "null"
-            elif len(mutation) == 32 and mutation.islower():  # SQLite: char(32)
-                mutation_text = (
-                    f'"{mutation[:8]}-{mutation[8:12]}-{mutation[12:16]}-'
-                    f'{mutation[16:20]}-{mutation[20:]}"'
+        # Keys that are all canonical UUIDs of UUID-keyed models (the usual case) are
+        # written as they are, and so are mutation ids of one form (the database's); both
+        # checked in one go, so that each op is one f-string.
+        plain_pks = all(models[label][2] for label in set(map(_MODEL, rows))) and _all_shaped(
+            list(map(_PK, rows)), _UUID_SHAPE
+        )
+        mutations = list(map(_MUTATION, rows))
+        out: list[str]
+        if plain_pks and _all_shaped(mutations, _HEX_SHAPE):  # SQLite: char(32)
+            out = [
+                f'{id_prefix}{seq}{data_prefix}{seq}{models[model][0]}"{pk}"{kinds[kind]}'
+                f'{field_text},"version":{version},"mutation":"{mutation[:8]}-'
+                f'{mutation[8:12]}-{mutation[12:16]}-{mutation[16:20]}-{mutation[20:]}"'
+                f"{times[created_at]}"
+                for (seq, model, pk, kind, version, mutation, created_at, _), field_text in zip(
+                    rows, fields, strict=True
                 )
-            elif len(mutation) == 36 and _canonical_uuid(mutation):  # PostgreSQL: uuid
-                mutation_text = f'"{mutation}"'
-            else:
-                mutation_text = _uuid_text(mutation)
-            append(
-                f'{id_prefix}{seq}{data_prefix}{seq}{model_part}"{pk}"'
-                if plain_pks
-                else f"{id_prefix}{seq}{data_prefix}{seq}{model_part}{pk_text(pk)}"
-            )
-            append(
-                f"{kinds.get(kind) or self._kind(kind)}{field_text}"
-                f',"version":{version},"mutation":{mutation_text}'
-                f"{times.get(created_at) or self._time(created_at)}"
-            )
+            ]
+        elif plain_pks and _all_shaped(mutations, _UUID_SHAPE):  # PostgreSQL: uuid
+            out = [
+                f'{id_prefix}{seq}{data_prefix}{seq}{models[model][0]}"{pk}"{kinds[kind]}'
+                f'{field_text},"version":{version},"mutation":"{mutation}"{times[created_at]}'
+                for (seq, model, pk, kind, version, mutation, created_at, _), field_text in zip(
+                    rows, fields, strict=True
+                )
+            ]
+        else:
+            out = [
+                f"{id_prefix}{seq}{data_prefix}{seq}{models[model][0]}"
+                f"{_quoted(pk) if plain_pks else models[model][1](pk)}{kinds[kind]}"
+                f'{field_text},"version":{version},"mutation":{_mutation_text(mutation)}'
+                f"{times[created_at]}"
+                for (seq, model, pk, kind, version, mutation, created_at, _), field_text in zip(
+                    rows, fields, strict=True
+                )
+            ]
         return "".join(out).encode()
+
+
+_MODEL, _PK, _KIND, _MUTATION, _CREATED, _FIELDS = (itemgetter(i) for i in (1, 2, 3, 5, 6, 7))
+
+
+def _quoted(text: str) -> str:
+    return f'"{text}"'
+
+
+def _mutation_text(mutation: str | None) -> str:
+    """A ``mutation_id`` read as text, as encode_op writes it."""
+    if mutation is None:
+        return "null"
+    if len(mutation) == 32 and mutation.islower():  # SQLite: char(32)
+        return (
+            f'"{mutation[:8]}-{mutation[8:12]}-{mutation[12:16]}-{mutation[16:20]}-{mutation[20:]}"'
+        )
+    if len(mutation) == 36 and _canonical_uuid(mutation):  # PostgreSQL: uuid
+        return f'"{mutation}"'
+    return _uuid_text(mutation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,9 +547,8 @@ def _read_page(
         message = f"Permission denied to channels: {channel}"
         error = str(sse_encode_error("forbidden", message, extra={"channels": [channel]}))
         return _Page(b"", after, False, end=error)
-    epoch = encoder.epoch
     try:
-        page = oplog.read_rows(stream, epoch=epoch, after=after, limit=limit)
+        page = oplog.read_rows(stream, epoch=encoder.epoch, after=after, limit=limit)
     except ResetRequired as exc:
         if exc.reason == "epoch_changed":
             # As for a live op of another epoch (_once): the client loads a snapshot.
@@ -567,6 +629,13 @@ def _plain(http: HttpRequest) -> bool:
     return not http.GET.get("es-meta") and not (grip is not None and grip.proxied)
 
 
+def _readable_head(user: Any, stream: str) -> Stream:
+    """The stream's head row, once the permission hook lets ``user`` read it (one thread
+    hop for both)."""
+    permissions.check_read(user, stream)
+    return oplog.head_of(stream)
+
+
 class EventStreamRenderer(MsgspecJSONRenderer):
     """Lets ``Accept: text/event-stream`` through content negotiation; errors stay JSON."""
 
@@ -604,11 +673,10 @@ class EventsView(AsyncSyncAPIView):
     )
     async def get(self, request: Request, stream: str) -> HttpResponseBase:
         oplog.validate_stream_name(stream)
-        await sync_to_async(permissions.check_read)(request.user, stream)
         channel = channel_for(stream)
         http = request._request
+        head = await sync_to_async(_readable_head)(request.user, stream)
         after = _position(http, channel)
-        head = await sync_to_async(oplog.head_of)(stream)
         reset = after is not None and not (head.oldest_seq - 1 <= after <= head.head)
         if after is None or reset:
             # Start at the head, and say so: left to itself, django-eventstream would
