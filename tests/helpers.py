@@ -23,3 +23,23 @@ def mutation(**kwargs: Any) -> Mutation:
     kwargs.setdefault("id", uuid.uuid4())
     kwargs.setdefault("fields", {})
     return Mutation(**kwargs)
+
+
+def eventstream_text(stream: str, after: int, limit: int = 10_000) -> str:
+    """What django-eventstream's own loop sends for ``stream``'s ops after ``after``
+    through OpLogStorage: the SSE text syncapp's catch-up must match byte for byte."""
+    from django_eventstream.utils import make_id, sse_encode_event
+
+    from syncapp import encoding, oplog
+    from syncapp.sse import channel_for
+
+    page = oplog.read(stream, epoch=None, after=after, limit=limit)
+    channel = channel_for(stream)
+    return "".join(
+        sse_encode_event(
+            "message",
+            encoding.encode_op(op, page.stream, page.epoch),
+            event_id=make_id({channel: op.seq}),
+        )
+        for op in page.ops
+    )

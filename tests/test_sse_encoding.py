@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from django.db import connections
-from django_eventstream.utils import make_id, sse_encode_event
 
-from syncapp import encoding, oplog, sse
+from syncapp import oplog, sse
 from syncapp.exceptions import ResetRequired
 from syncapp.models import Op, Stream
 from syncapp.sse import channel_for
+from tests.helpers import eventstream_text
 
 pytestmark = pytest.mark.django_db
 
@@ -46,16 +46,7 @@ def write(ops: list[dict[str, Any]]) -> Stream:
 
 
 def expected_text(after: int = 0) -> str:
-    page = oplog.read(STREAM, epoch=None, after=after, limit=10_000)
-    channel = channel_for(STREAM)
-    return "".join(
-        sse_encode_event(
-            "message",
-            encoding.encode_op(op, page.stream, page.epoch),
-            event_id=make_id({channel: op.seq}),
-        )
-        for op in page.ops
-    )
+    return eventstream_text(STREAM, after)
 
 
 def encoder(stream: Stream) -> sse.PageEncoder:

@@ -11,11 +11,11 @@ from urllib.parse import quote
 import pytest
 from django.db import connections, transaction
 from django.test import AsyncClient
-from django_eventstream.utils import make_id, sse_encode_event
 
-from syncapp import encoding, oplog, retention, sse
+from syncapp import oplog, retention, sse
 from syncapp.oplog import OpDraft
 from syncapp.sse import channel_for
+from tests.helpers import eventstream_text
 from tests.http_streams import EventReader
 from tests.testapp.models import Board, Card
 from tests.ws import adb
@@ -63,16 +63,7 @@ async def open_events(user: Any, path: str, last: str | None) -> Any:
 
 def expected_text(stream: str, after: int, limit: int = 10_000) -> str:
     """What django-eventstream's own loop sends for these ops through OpLogStorage."""
-    page = oplog.read(stream, epoch=None, after=after, limit=limit)
-    channel = channel_for(stream)
-    return "".join(
-        sse_encode_event(
-            "message",
-            encoding.encode_op(op, page.stream, page.epoch),
-            event_id=make_id({channel: op.seq}),
-        )
-        for op in page.ops
-    )
+    return eventstream_text(stream, after, limit)
 
 
 async def read_until(events: EventReader, name: str) -> list[dict[str, str]]:
