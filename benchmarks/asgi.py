@@ -44,13 +44,16 @@ class PlainConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     async def connect(self) -> None:
         query = parse_qs(self.scope.get("query_string", b"").decode())
         self.stream = query.get("stream", [""])[0]
-        self.group = stream_group(self.stream)
+        self.group = self.group_of(self.stream)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         await self.send_json({"type": "subscribed", "stream": self.stream})
 
     async def disconnect(self, code: int) -> None:
         await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    def group_of(self, stream: str) -> str:
+        return stream_group(stream)
 
     async def syncapp_ops(self, event: dict[str, Any]) -> None:
         ops = [json.loads(text) for text in event["ops"]]
@@ -109,20 +112,12 @@ if os.environ.get("BENCH_PLAIN_SAVE"):
 
     post_save.connect(card_saved, sender=Card, weak=False)
 
-    class PlainSaveConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+    class PlainSaveConsumer(PlainConsumer):
         """A hand-written Channels consumer fed per save: it joins its board's group and
         ``send_json``s each card event as an ``ops`` frame of one."""
 
-        async def connect(self) -> None:
-            query = parse_qs(self.scope.get("query_string", b"").decode())
-            self.stream = query.get("stream", [""])[0]
-            self.group = plain_group(self.stream.partition(":")[2])
-            await self.channel_layer.group_add(self.group, self.channel_name)
-            await self.accept()
-            await self.send_json({"type": "subscribed", "stream": self.stream})
-
-        async def disconnect(self, code: int) -> None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        def group_of(self, stream: str) -> str:
+            return plain_group(stream.partition(":")[2])
 
         async def card_saved(self, event: dict[str, Any]) -> None:
             await self.send_json({"type": "ops", "stream": event["stream"], "ops": [event["card"]]})
