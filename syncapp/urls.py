@@ -42,5 +42,6 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("api/models/<str:label>/<str:pk>/", views.UnknownModelView.as_view()),
     # Anything else under api/ (a path parameter of the wrong type, a typo) is a 404
     # problem, like every other answer of the API, not Django's HTML page.
-    re_path(r"^api/(?P<rest>.*)$", views.UnknownModelView.as_view()),
+    # (Any character: a path segment may hold a newline, %0A.)
+    re_path(r"^api/(?P<rest>[\s\S]*)$", views.UnknownModelView.as_view()),
 ]

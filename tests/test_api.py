@@ -915,3 +915,14 @@ def test_ops_of_writes_outside_the_mutation_path_have_no_mutation_id(api):
     [op] = api.get(ops_url(stream)).json()["ops"]
     assert op["mutation"] is None
     assert Op.objects.get().mutation_id is None
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/sync/api/conflicts/%0A%13/resolve/", "/sync/api/streams/a/%0A/nope/", "/sync/api/%0A"],
+)
+def test_a_path_under_api_with_a_newline_is_a_404_problem(api, path):
+    """Found by schemathesis: ``.`` does not match a newline, so such paths fell through
+    to Django's HTML 404."""
+    problem(api.post(path, {"resolution": "client"}, format="json"), 404, "not_found")
+    problem(api.get(path), 404, "not_found")
