@@ -25,6 +25,35 @@ def mutation(**kwargs: Any) -> Mutation:
     return Mutation(**kwargs)
 
 
+def board_create(name: str) -> dict[str, Any]:
+    """A board create as a client sends it in a ``mutate`` frame."""
+    return {
+        "id": str(uuid.uuid4()),
+        "stream": "boards",
+        "model": "testapp.board",
+        "pk": str(uuid.uuid4()),
+        "op": "create",
+        "fields": {"name": name},
+    }
+
+
+def in_progress_record(user: Any, m: Mutation, started_at: Any) -> Any:
+    """The idempotency record of ``m`` as a writer that started at ``started_at`` and
+    still holds it leaves it."""
+    from syncapp.models import IdempotencyRecord
+    from syncapp.protocol import fingerprint
+
+    return IdempotencyRecord.objects.create(
+        owner=f"user:{user.pk}",
+        key=m.id,
+        fingerprint=fingerprint(m),
+        status=IdempotencyRecord.Status.IN_PROGRESS,
+        lease=uuid.uuid4(),
+        created_at=started_at,
+        started_at=started_at,
+    )
+
+
 def eventstream_text(stream: str, after: int, limit: int = 10_000) -> str:
     """What django-eventstream's own loop sends for ``stream``'s ops after ``after``
     through OpLogStorage: the SSE text syncapp's catch-up must match byte for byte."""

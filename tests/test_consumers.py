@@ -18,6 +18,7 @@ from syncapp import broadcast, encoding, oplog, permissions, retention
 from syncapp.consumers import SyncConsumer
 from syncapp.hub import Batch
 from syncapp.models import Op
+from tests.helpers import board_create
 from tests.testapp.models import Board, Card
 from tests.ws import Client, adb, close_hub
 
@@ -377,9 +378,7 @@ async def test_oversize_frames_close_with_1009(user):
 async def test_mutation_rate_is_limited_per_connection(user, board):
     client = await Client(user).connect()
     for i in range(3):
-        await client.send(
-            {"type": "mutate", "ref": i, "mutations": [board_mutation(board, f"r{i}")]}
-        )
+        await client.send({"type": "mutate", "ref": i, "mutations": [board_create(f"r{i}")]})
     acks = [await client.receive() for _ in range(3)]
     assert [frame["type"] for frame in acks[:2]] == ["ack", "ack"]
     assert acks[2]["code"] == "rate_limited"
@@ -391,21 +390,10 @@ async def test_mutation_rate_is_limited_per_connection(user, board):
 # mutations
 
 
-def board_mutation(board, name):
-    return {
-        "id": str(uuid.uuid4()),
-        "stream": "boards",
-        "model": "testapp.board",
-        "pk": str(uuid.uuid4()),
-        "op": "create",
-        "fields": {"name": name},
-    }
-
-
 async def test_mutate_is_acked_with_results_in_order(user, board):
     client = await Client(user).connect()
-    good = board_mutation(board, "new")
-    bad = {**board_mutation(board, "x"), "model": "testapp.nothing"}
+    good = board_create("new")
+    bad = {**board_create("x"), "model": "testapp.nothing"}
     await client.send({"type": "mutate", "ref": "m", "mutations": [good, bad]})
     ack = await client.receive_type("ack")
     assert ack["ref"] == "m"
@@ -421,9 +409,7 @@ async def test_mutate_is_acked_with_results_in_order(user, board):
 @override_settings(SYNCAPP={**SETTINGS, "MAX_BATCH": 2})
 async def test_mutate_batch_over_the_limit_is_refused(user, board):
     client = await Client(user).connect()
-    await client.send(
-        {"type": "mutate", "mutations": [board_mutation(board, str(i)) for i in range(3)]}
-    )
+    await client.send({"type": "mutate", "mutations": [board_create(str(i)) for i in range(3)]})
     assert (await client.receive())["code"] == "batch_too_large"
     assert await adb(Board.objects.count)() == 1
     await client.close()

@@ -15,7 +15,7 @@ from django.utils import timezone
 from syncapp import idempotency, mutations
 from syncapp.models import IdempotencyRecord, Op
 from syncapp.protocol import fingerprint
-from tests.helpers import mutation
+from tests.helpers import in_progress_record, mutation
 
 pytestmark = pytest.mark.django_db
 
@@ -110,18 +110,6 @@ def test_anonymous_owners_are_their_clients():
         "client:tab-a",
         "client:tab-b",
     }
-
-
-def in_progress_record(user, m, started_at):
-    return IdempotencyRecord.objects.create(
-        owner=f"user:{user.pk}",
-        key=m.id,
-        fingerprint=fingerprint(m),
-        status=IdempotencyRecord.Status.IN_PROGRESS,
-        lease=uuid.uuid4(),
-        created_at=started_at,
-        started_at=started_at,
-    )
 
 
 def test_retry_while_the_first_attempt_runs_is_in_progress(user):

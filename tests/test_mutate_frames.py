@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import uuid
 from typing import Any
 
 import pytest
@@ -16,22 +15,12 @@ from syncapp import mutations
 from syncapp.consumers import MUTATE_QUEUE, SyncConsumer
 from syncapp.hub import current_hub
 from syncapp.models import Op
+from tests.helpers import board_create
 from tests.ws import Client, adb
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hub_closed")]
 
 SETTINGS = {"PERMISSION_CLASS": "tests.testapp.permissions.TestPermission"}
-
-
-def board_mutation(name: str) -> dict[str, Any]:
-    return {
-        "id": str(uuid.uuid4()),
-        "stream": "boards",
-        "model": "testapp.board",
-        "pk": str(uuid.uuid4()),
-        "op": "create",
-        "fields": {"name": name},
-    }
 
 
 class GatedApply:
@@ -74,7 +63,7 @@ async def queued(consumer: SyncConsumer, count: int) -> None:
 async def test_frames_that_arrive_meanwhile_are_applied_together_and_acked_each(user, monkeypatch):
     spy = GatedApply(monkeypatch)
     client, consumer = await connected(user)
-    sent = [board_mutation(f"b{i}") for i in range(6)]
+    sent = [board_create(f"b{i}") for i in range(6)]
     for i, mutation in enumerate(sent):
         await client.send({"type": "mutate", "ref": f"m{i}", "mutations": [mutation]})
     await queued(consumer, 5)
@@ -95,11 +84,11 @@ async def test_a_batch_never_exceeds_max_batch_and_a_frame_too_large_is_refused_
         spy = GatedApply(monkeypatch)
         client, consumer = await connected(user)
         frames = [
-            [board_mutation("first")],
-            [board_mutation("a1"), board_mutation("a2")],
-            [board_mutation("b1"), board_mutation("b2")],
-            [board_mutation(f"big{i}") for i in range(4)],
-            [board_mutation("c1")],
+            [board_create("first")],
+            [board_create("a1"), board_create("a2")],
+            [board_create("b1"), board_create("b2")],
+            [board_create(f"big{i}") for i in range(4)],
+            [board_create("c1")],
         ]
         for i, batch in enumerate(frames):
             await client.send({"type": "mutate", "ref": i, "mutations": batch})
@@ -120,9 +109,9 @@ async def test_a_batch_never_exceeds_max_batch_and_a_frame_too_large_is_refused_
 async def test_a_failed_batch_fails_its_frames_and_the_connection_goes_on(user, monkeypatch):
     spy = GatedApply(monkeypatch, fail=True)
     client, consumer = await connected(user)
-    await client.send({"type": "mutate", "ref": "ok", "mutations": [board_mutation("ok")]})
+    await client.send({"type": "mutate", "ref": "ok", "mutations": [board_create("ok")]})
     for ref in ("x", "y"):
-        await client.send({"type": "mutate", "ref": ref, "mutations": [board_mutation(ref)]})
+        await client.send({"type": "mutate", "ref": ref, "mutations": [board_create(ref)]})
     await queued(consumer, 2)
     spy.gate.set()
     answers = [await client.receive() for _ in range(3)]
@@ -139,7 +128,7 @@ async def test_a_failed_batch_fails_its_frames_and_the_connection_goes_on(user, 
 async def test_answers_to_other_frames_wait_for_the_mutations_before_them(user, monkeypatch):
     spy = GatedApply(monkeypatch)
     client, consumer = await connected(user)
-    await client.send({"type": "mutate", "ref": "m", "mutations": [board_mutation("m")]})
+    await client.send({"type": "mutate", "ref": "m", "mutations": [board_create("m")]})
     await client.send({"type": "ping", "ts": 1, "ref": "p"})
     await client.send_text("not json")
     assert await client.nothing(timeout=0.2)  # the ping waits behind the mutation
@@ -155,7 +144,7 @@ async def test_a_client_that_queues_too_many_frames_is_not_read_until_they_go(us
     client, consumer = await connected(user)
     count = MUTATE_QUEUE + 4
     for i in range(count):
-        await client.send({"type": "mutate", "ref": i, "mutations": [board_mutation(f"q{i}")]})
+        await client.send({"type": "mutate", "ref": i, "mutations": [board_create(f"q{i}")]})
     await queued(consumer, MUTATE_QUEUE + 1)
     await asyncio.sleep(0.2)
     # One frame in flight, MUTATE_QUEUE + 1 waiting (the last one's receive waits): the

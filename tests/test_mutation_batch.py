@@ -19,8 +19,7 @@ from demo_project.todos.models import Todo, TodoList
 from syncapp import capture, idempotency, mutations, writer
 from syncapp.models import IdempotencyRecord, Op
 from syncapp.permissions import BasePermission
-from syncapp.protocol import fingerprint
-from tests.helpers import mutation, ops
+from tests.helpers import in_progress_record, mutation, ops
 from tests.test_broadcast import nothing_waiting, receive, subscribe
 from tests.testapp.models import Board, Card, Tag
 
@@ -448,15 +447,7 @@ def test_ops_appended_together_are_stored_as_one_at_a_time(db):
 def test_a_batch_takes_over_records_whose_lease_ran_out_and_not_live_ones(user):
     stale, live, fresh = new_board("stale"), new_board("live"), new_board("fresh")
     for m, started in ((stale, timezone.now() - timedelta(minutes=5)), (live, timezone.now())):
-        IdempotencyRecord.objects.create(
-            owner=f"user:{user.pk}",
-            key=m.id,
-            fingerprint=fingerprint(m),
-            status=IdempotencyRecord.Status.IN_PROGRESS,
-            lease=uuid.uuid4(),
-            created_at=started,
-            started_at=started,
-        )
+        in_progress_record(user, m, started)
     results = apply([stale, live, fresh], user)
     assert [r.status for r in results] == ["applied", "rejected", "applied"]
     assert (results[1].error.code, results[1].error.retry) == ("in_progress", True)
