@@ -339,6 +339,8 @@ async def test_a_reset_history_loads_a_snapshot_and_goes_on(
     await wait_state(page, "live", "websocket")
     await create_todo(page, "before the reset")
     await wait_title(page, "before the reset")  # the ack can come before the snapshot
+    # The title shows the optimistic create; the position comes with the stream's ops.
+    await page.wait_for_function("() => window.t.handle.position")
     old = await page.evaluate("() => window.t.handle.position")
     await asyncio.to_thread(demo_server.manage, "syncapp_reset_stream", info["stream"])
     other = await writer(new_context, login)
