@@ -366,6 +366,13 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         """Bytes waiting for this client: in the outbox and in the server's buffer."""
         return self.outbox_bytes + self.socket.backlog()
 
+    def refused(self) -> int:
+        """Bytes the client has not taken when offered: what the server holds unsent, and
+        the outbox while a send waits for the client. The outbox of a connection whose
+        flush has not come yet is not counted: the client was not offered it."""
+        waiting = self.writer is not None and not self.writer.done()
+        return self.socket.backlog() + (self.outbox_bytes if waiting else 0)
+
     def push(self, item: str | Batch) -> None:
         """Queue a frame, or a batch of live ops (which may go out in one ``ops`` frame with
         the batches queued after it). A client that keeps up takes any frame, however
@@ -373,7 +380,7 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         and resume)."""
         if self.closing:
             return
-        if self.backlog() > conf.OUTBOX_BYTES:
+        if self.refused() > conf.OUTBOX_BYTES:
             self.fell_behind()
             return
         if self.outbox is None:

@@ -148,6 +148,45 @@ async def test_a_send_that_has_to_wait_keeps_the_order_of_what_follows(user):
     assert consumer.outbox_bytes == 0
 
 
+async def test_ops_waiting_for_a_late_flush_do_not_make_a_client_slow(user, monkeypatch):
+    """More than OUTBOX_BYTES may pile up for a client before the flush offers it any: the
+    client has refused nothing, so it is not closed (a reading client under a burst on a
+    busy server used to be closed 4503 here)."""
+    monkeypatch.setattr(hub_module, "MAX_FLUSH_WAIT", 5.0)
+    with override_settings(SYNCAPP={**SETTINGS, "OUTBOX_BYTES": 8 * 1024}):
+        client, hub, feed, consumer = await subscribed(user)
+        await asyncio.sleep(0.1)
+        hub._flush_ended, hub._flush_took = hub.loop.time(), 0.3  # the next flush waits
+        start = feed.last + 1
+        for offset in range(6):  # 6 ops of ~3 KB: twice OUTBOX_BYTES before the flush
+            hub.dispatch(message(feed, start + offset, 1, pad=3000))
+        assert consumer.outbox_bytes > 8 * 1024
+        got: list[int] = []
+        while len(got) < 6:
+            got.extend(seqs(await client.receive()))
+        assert got == list(range(start, start + 6))
+        assert not consumer.closing
+
+
+async def test_ops_piling_up_behind_a_send_the_client_holds_up_close_it_4503(user):
+    with override_settings(SYNCAPP={**SETTINGS, "OUTBOX_BYTES": 8 * 1024}):
+        client, hub, feed, consumer = await subscribed(user)
+        gate = asyncio.Event()
+
+        async def stuck_send(message: dict[str, Any]) -> None:
+            await gate.wait()  # the client reads nothing: the server's send waits
+
+        real_send, consumer._server_send = consumer._server_send, stuck_send
+        start = feed.last + 1
+        for offset in range(5):
+            hub.dispatch(message(feed, start + offset, 1, pad=3000))
+            await asyncio.sleep(0.01)
+        assert consumer.closing  # 4 ops queued behind the waiting send are over 8 KiB
+        consumer._server_send = real_send
+        gate.set()
+        assert await client.closed() == 4503
+
+
 async def test_a_send_that_fails_closes_the_connection_with_1011(user, caplog):
     client, hub, feed, consumer = await subscribed(user)
 
