@@ -26,6 +26,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
 
 django_asgi = get_asgi_application()
 
+from benchmarks import gcsettle  # noqa: E402
 from syncapp.broadcast import stream_group  # noqa: E402
 from syncapp.routing import websocket_application  # noqa: E402
 
@@ -170,3 +171,4 @@ async def websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 application = ProtocolTypeRouter({"http": django_asgi, "websocket": websocket})
+gcsettle.install()

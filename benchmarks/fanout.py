@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks import harness
+from benchmarks import gcsettle, harness
 from benchmarks.harness import DjangoServer, FloorServer, Usage
 
 DELIVERY_RATE = 1000.0  # deliveries per second in the paced phase
@@ -131,7 +131,8 @@ class Usages:
     """CPU and RSS summed over several server processes."""
 
     def __init__(self, servers: list[Any]) -> None:
-        self.each = [Usage(server.proc.pid) for server in servers]
+        self.pids = [server.proc.pid for server in servers]
+        self.each = [Usage(pid) for pid in self.pids]
 
     def cpu(self) -> float:
         return sum(u.cpu() for u in self.each)
@@ -164,6 +165,7 @@ async def measure(
         await asyncio.sleep(0.5)
         rss_before = usage.rss()
         await group.connect(parallel=50)
+        gcsettle.settle(usage.pids)
         await asyncio.sleep(1.0)
         rss_after = usage.rss()
 
@@ -188,6 +190,8 @@ async def measure(
         # paced
         start = first + burst
         await group.arm(start, paced)
+        gcsettle.settle(usage.pids)
+        await asyncio.sleep(0.5)
         sent: dict[int, float] = {}
         interval = subscribers / DELIVERY_RATE
         t = time.monotonic()

@@ -13,6 +13,8 @@ import sys
 
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
+from benchmarks import gcsettle
+
 subscribers: set[ServerConnection] = set()
 
 
@@ -36,4 +38,5 @@ async def main(port: int) -> None:
 
 
 if __name__ == "__main__":
+    gcsettle.install()
     asyncio.run(main(int(sys.argv[1])))

@@ -33,3 +33,33 @@ def test_small_benchmarks_lose_nothing() -> None:
     assert "fanout: lost 0" in result.stdout, output
     assert "resume: lost 0" in result.stdout, output
     assert "== total: lost 0" in result.stdout, output
+
+
+def test_a_server_runs_a_full_collection_when_the_harness_settles_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from benchmarks import gcsettle
+
+    code = (
+        "import sys, time\n"
+        "from benchmarks import gcsettle\n"
+        "gcsettle.install()\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    env = {**os.environ, "BENCH_GC_LOG": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        assert proc.stdout.readline() == "ready\n"
+        monkeypatch.setenv("BENCH_GC_SETTLE", "1")
+        gcsettle.settle([proc.pid])
+        assert proc.stderr.readline().startswith("gc: full collection ")
+        assert proc.stderr.readline().startswith("gc: settled in ")
+    finally:
+        proc.kill()
+        proc.wait()
