@@ -206,6 +206,8 @@ async def measure(
         lost += got.missing
         gaps += got.gaps
         await writer.wait_acks(burst + paced)
+        acks = getattr(writer, "ack_times", [])  # the floor's writer gets none
+        per_op = got.per_op(sent, {i: acks[i - first] for i in sent if i - first < len(acks)})
         problems = got.problems
     finally:
         await group.stop()
@@ -222,6 +224,7 @@ async def measure(
         "p50_ms": harness.percentile(latencies, 50) * 1000,
         "p99_ms": harness.percentile(latencies, 99) * 1000,
         "paced_ops": paced,
+        "paced_per_op_ms": per_op,
         "kb_per_connection": (rss_after - rss_before) / subscribers / 1024,
         "lost": lost,
         "gaps": gaps,

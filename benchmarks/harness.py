@@ -316,6 +316,26 @@ class Received:
     def latencies(self, sent: dict[int, float]) -> list[float]:
         return [t - sent[i] for i, times in self.times.items() if i in sent for t in times]
 
+    def per_op(
+        self, sent: dict[int, float], acked: dict[int, float] | None = None
+    ) -> list[dict[str, float]]:
+        """Each op's latency to its first, median and last client, and to the writer's ack
+        when ``acked`` has it, in ms: where the time of an op goes (a late op is late for
+        everyone, a slow fan-out only for the last)."""
+        ops = []
+        for i in sorted(sent):
+            times = sorted(t - sent[i] for t in self.times.get(i, ()))
+            if times:
+                op = {
+                    "first": times[0] * 1000,
+                    "median": times[len(times) // 2] * 1000,
+                    "last": times[-1] * 1000,
+                }
+                if acked and i in acked:
+                    op["ack"] = (acked[i] - sent[i]) * 1000
+                ops.append(op)
+        return ops
+
 
 # writers
 
@@ -332,6 +352,7 @@ class SyncWriter:
         self.server = server
         self.ws: ClientConnection | None = None
         self.acks: list[dict[str, Any]] = []
+        self.ack_times: list[float] = []  # when each of ``acks`` arrived
         self.acked = asyncio.Event()
         self.last_ack_at = math.nan
         self.task: asyncio.Task[None] | None = None
@@ -366,6 +387,7 @@ class SyncWriter:
                 if frame["type"] == "ack":
                     self.acks.extend(frame["results"])
                     self.last_ack_at = time.time()
+                    self.ack_times.extend([self.last_ack_at] * len(frame["results"]))
                     self.acked.set()
 
     async def write(self, index: int) -> None:
