@@ -170,6 +170,95 @@ class ServerSocket:
             self.protocol.closeHandshakeTimeout = seconds
 
 
+class AsyncioSocket(ServerSocket):
+    """A connection of uvicorn's ``websockets`` protocols (the sans-I/O one, uvicorn's
+    default, and the legacy one, ``--ws websockets``) on an asyncio transport. Their ASGI
+    ``send`` is a method of the protocol, so the protocol and its transport are reachable.
+
+    Through uvicorn a frame costs the ASGI ``send`` coroutine, the protocol's checks and
+    framing per socket, and the transport's write. A frame that many connections share is
+    framed once (``wire``, kept for one flush) and handed to the transport, which writes
+    at once what the socket takes and buffers the rest in order, behind anything it
+    holds. While the transport is paused (its buffer over the high-water mark) frames go
+    through the server's ``send``, which waits for the client.
+    """
+
+    def __init__(self, protocol: Any, transport: Any) -> None:
+        self.protocol = protocol
+        self.transport = transport
+        self.sansio = hasattr(protocol, "conn")
+        self.direct = True
+        # Loaded by uvicorn's protocol module, which needs the websockets library.
+        self.open_state = sys.modules["websockets.protocol"].State.OPEN
+
+    def backlog(self) -> int:
+        return int(self.transport.get_write_buffer_size())
+
+    def write_text(self, text: str, wire: dict[str, bytes]) -> bool:
+        protocol, transport = self.protocol, self.transport
+        if transport.is_closing() or protocol.initial_response is not None:
+            return False
+        if self.sansio:
+            conn = protocol.conn
+            if (
+                not protocol.handshake_complete
+                or protocol.close_sent
+                or protocol.disconnected
+                or not protocol.writable.is_set()
+                or conn.state is not self.open_state
+                or conn.extensions
+                or conn.expect_continuation_frame
+            ):
+                return False
+        elif (
+            protocol.state is not self.open_state
+            or protocol.extensions
+            or protocol._paused
+            or protocol.closed_event.is_set()
+            or not protocol.handshake_completed_event.is_set()
+        ):
+            return False
+        data = wire.get(text)
+        if data is None:
+            data = wire[text] = text_frame(text)
+        transport.write(data)
+        return True
+
+
+def server_socket(send: Any) -> ServerSocket:
+    """What this connection's server lets syncapp see of its socket: daphne's Twisted
+    transport, uvicorn's asyncio one, or nothing (any other server, or a ``send`` wrapped
+    by middleware): then frames go through ``send``, and only the server's own
+    backpressure holds a client that does not read."""
+    protocol = getattr(send, "__self__", None)
+    transport = getattr(protocol, "transport", None)
+    if _uvicorn_websockets(protocol, transport):
+        return AsyncioSocket(protocol, transport)
+    return ServerSocket(send)
+
+
+def _uvicorn_websockets(protocol: Any, transport: Any) -> bool:
+    """uvicorn's sans-I/O or legacy ``websockets`` protocol on a plain asyncio transport
+    (not TLS, which writes through its own buffer)."""
+    module = type(protocol).__module__
+    if module not in _UVICORN_PROTOCOLS or transport is None:
+        return False
+    selector = sys.modules.get("asyncio.selector_events")
+    return (
+        selector is not None
+        and isinstance(transport, selector._SelectorSocketTransport)
+        and transport.get_extra_info("sslcontext") is None
+    )
+
+
+_UVICORN_PROTOCOLS = frozenset(
+    {
+        "uvicorn.protocols.websockets.websockets_sansio_impl",
+        "uvicorn.protocols.websockets.websockets_impl",
+    }
+)
+
+
 def _writable_directly(protocol: Any, transport: Any) -> bool:
     """Whether frames may be written to this connection's socket as
     :meth:`ServerSocket.write_text` does: daphne's autobahn protocol on a plain Twisted
@@ -245,7 +334,7 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.outbox: deque[str | Batch] | None = None
         self.outbox_bytes = 0
         self.flush_scheduled = False
-        self.socket = ServerSocket(self.scope.get(SERVER_SEND))
+        self.socket = server_socket(self.scope.get(SERVER_SEND))
         # Frames go straight to the server: Channels' send and its session middleware's
         # (which reads the session on every message) add nothing to a WebSocket frame.
         self._server_send = self.scope.get(SERVER_SEND) or self.base_send

@@ -361,8 +361,21 @@ def test_a_frame_written_straight_to_daphnes_socket_is_what_a_client_reads(size,
     assert frame.data.decode() == text
 
 
-def test_only_daphnes_plain_tcp_sockets_are_written_directly():
-    """Uvicorn's send, a test's, and anything that is not autobahn on a Twisted TCP
-    server go through the server's ``send``."""
+def test_only_daphnes_and_uvicorns_plain_sockets_are_written_directly():
+    """A test's send, a send wrapped by middleware, and anything that is not autobahn on a
+    Twisted TCP server or uvicorn's websockets protocols on an asyncio socket go through
+    the server's ``send`` (tests/live/test_uvicorn.py and test_slow_consumer.py write to
+    real servers' sockets)."""
     assert consumers_module.ServerSocket(None).direct is False
     assert consumers_module.ServerSocket(lambda message: None).direct is False
+
+    class Protocol:
+        transport = object()
+
+        async def send(self, message: dict[str, Any]) -> None: ...
+
+    for send in (None, lambda message: None, Protocol().send):
+        socket = consumers_module.server_socket(send)
+        assert type(socket) is consumers_module.ServerSocket
+        assert socket.direct is False
+        assert socket.backlog() == 0

@@ -404,6 +404,7 @@ class WsClient(Watched):
         self.subscribed: set[str] = set()
         self.problems: list[dict[str, Any]] = []
         self.acks: list[dict[str, Any]] = []
+        self.pongs: list[dict[str, Any]] = []
         self.close_codes: list[int] = []
         self.closed = asyncio.Event()
         self.reading = asyncio.Event()
@@ -428,10 +429,9 @@ class WsClient(Watched):
         self.ws = await websockets.connect(
             f"ws://127.0.0.1:{server.port}/sync/ws/?token={token}",
             origin=server.origin,
-            compression=None,
             proxy=None,
             open_timeout=TIMEOUT,
-            **self.options,
+            **{"compression": None, **self.options},
             **extra,
         )
         self.closed.clear()
@@ -495,7 +495,9 @@ class WsClient(Watched):
             members.update(frame["joins"])
             for member in frame["leaves"]:
                 members.pop(member, None)
-        elif kind != "pong":
+        elif kind == "pong":
+            self.pongs.append(frame)
+        else:
             self.problems.append(frame)
         self.touch()
 
@@ -511,6 +513,18 @@ class WsClient(Watched):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+def stalled_socket(server: Daphne) -> socket.socket:
+    """A connected socket that lets little pile up on either side of the wire: a small
+    receive buffer, and a small MSS, which keeps the server's send buffer (autotuned from
+    the MSS) near 1 MB instead of the 4 MB loopback allows."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1024)
+    sock.connect(("127.0.0.1", server.port))
+    sock.setblocking(False)
+    return sock
 
 
 def seqs(ops: list[dict[str, Any]]) -> list[int]:

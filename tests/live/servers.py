@@ -175,6 +175,26 @@ class Daphne(Process):
         return f"http://127.0.0.1:{self.port}"
 
 
+class Uvicorn(Daphne):
+    """``python -m uvicorn`` serving tests.asgi with tests.live_settings, on uvicorn's
+    default WebSocket protocol (websockets' sans-I/O one)."""
+
+    label = "uvicorn"
+    ws = "websockets-sansio"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "uvicorn", "tests.asgi:application", "--host", "127.0.0.1",
+            "--port", str(self.port), "--lifespan", "off", "--ws", self.ws,
+        ]  # fmt: skip
+
+
+class UvicornLegacy(Uvicorn):
+    """uvicorn on websockets' legacy protocol (``--ws websockets``)."""
+
+    ws = "websockets"
+
+
 class Cluster:
     """One module's private Redis and daphne processes, started on demand."""
 
@@ -184,8 +204,9 @@ class Cluster:
         self.daphnes: dict[str, Daphne] = {}
         self.db_name = ""
 
-    def servers(self, *names: str) -> list[Daphne]:
-        """The daphne processes ``names``, each started (in parallel) if it is not running."""
+    def servers(self, *names: str, kind: type[Daphne] = Daphne) -> list[Daphne]:
+        """The server processes ``names`` (daphne unless ``kind`` says), each started (in
+        parallel) if it is not running."""
         if not self.redis.running:
             self.redis.start()
         starting = []
@@ -196,8 +217,8 @@ class Cluster:
                     "SYNCAPP_LIVE_DB_NAME": self.db_name,
                     "SYNCAPP_LIVE_REDIS_URL": self.redis.url,
                 }
-                server = self.daphnes[name] = Daphne(
-                    name, free_port(), self.workdir / f"daphne-{name}.log", env
+                server = self.daphnes[name] = kind(
+                    name, free_port(), self.workdir / f"{kind.label}-{name}.log", env
                 )
             if not server.running:
                 server.spawn()

@@ -51,7 +51,7 @@ FAULT_ENV = {
 class FaultCluster(Cluster):
     """A Cluster whose daphne processes get the environment of their fault."""
 
-    def servers(self, *names: str) -> list[Daphne]:
+    def servers(self, *names: str, kind: type[Daphne] = Daphne) -> list[Daphne]:
         for name in names:
             if name not in self.daphnes:
                 env = {
@@ -60,8 +60,8 @@ class FaultCluster(Cluster):
                     **FAULT_ENV[name.split("-")[0]],
                 }
                 log = self.workdir / f"daphne-{name}.log"
-                self.daphnes[name] = Daphne(name, free_port(), log, env)
-        return super().servers(*names)
+                self.daphnes[name] = kind(name, free_port(), log, env)
+        return super().servers(*names, kind=kind)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ import socket
 
 import pytest
 
-from tests.live.clients import Writer, mutation_ids, seqs
+from tests.live.clients import Writer, mutation_ids, seqs, stalled_socket
 from tests.live.servers import Daphne
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.django_db(transaction=True)]
@@ -33,16 +33,6 @@ BODY = 24 * 1024  # random bytes, sent as hex: ~48 KB per op
 BURST = 60
 TCP_ESTABLISHED = 1
 DROP_TIMEOUT = 10.0
-
-
-def stalled_socket(server: Daphne) -> socket.socket:
-    """A connected socket that lets little pile up on either side of the wire."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1024)
-    sock.connect(("127.0.0.1", server.port))
-    sock.setblocking(False)
-    return sock
 
 
 def tcp_state(sock: socket.socket) -> int:
