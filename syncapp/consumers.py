@@ -238,8 +238,9 @@ def server_socket(send: Any) -> ServerSocket:
 
 
 def _uvicorn_websockets(protocol: Any, transport: Any) -> bool:
-    """uvicorn's sans-I/O or legacy ``websockets`` protocol on a plain asyncio transport
-    (not TLS, which writes through its own buffer)."""
+    """uvicorn's sans-I/O or legacy ``websockets`` protocol on asyncio's own socket
+    transport: not TLS (which writes through its own buffer), and not uvloop's transport,
+    which syncapp's tests do not run."""
     module = type(protocol).__module__
     if module not in _UVICORN_PROTOCOLS or transport is None:
         return False
