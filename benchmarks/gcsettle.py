@@ -4,11 +4,11 @@ and logged on request.
 A server that has just accepted 1,000 clients holds their objects in CPython's young
 generations; as they age into the oldest one, the interpreter runs a full collection
 of the whole heap (110 to 190 ms at 250,000 to 300,000 objects on the benchmark
-machine), during which nothing is sent. Left alone, that collection lands in whichever phase comes next,
-and one op of the paced phase is late for every client. Like JMH, which collects
-between iterations, the harness has every server run a full collection before each
-phase (``SIGUSR1``), the floor's included, so that each phase measures the steady state
-and not the debt of the one before. ``BENCH_GC_SETTLE=0`` turns it off.
+machine), during which nothing is sent. Left alone, that collection lands in whichever
+phase comes next, and one op of the paced phase is late for every client. Like JMH,
+which collects between iterations, the harness has every server run a full collection
+before each phase (``SIGUSR1``), the floor's included, so that each phase measures the
+steady state and not the debt of the one before. ``BENCH_GC_SETTLE=0`` turns it off.
 
 ``BENCH_GC_LOG=1`` prints each full collection the server ran and how long it took
 (kept in its log with ``BENCH_KEEP=1``).
