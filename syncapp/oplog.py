@@ -408,6 +408,7 @@ def read_rows(name: str, *, epoch: str, after: int, limit: int) -> RowPage:
     if after < 0:
         raise InvalidInput("`after` must be >= 0.", code="invalid_position")
     statements = _row_statements(using)
+    head: tuple[str, int] | None = None  # (epoch, head) of the stream
     if statements is None:
         rows = _orm_rows(name, after, limit, using)
     else:
@@ -418,20 +419,19 @@ def read_rows(name: str, *, epoch: str, after: int, limit: int) -> RowPage:
             rows = cursor.fetchall()
             cursor.execute(statements[1], (name,))
             head = cursor.fetchone()
-        if rows and head is not None:
-            if head[0] != epoch:
-                raise ResetRequired(name, head[0], "epoch_changed")
-            if rows[0][0] != after + 1:
-                raise ResetRequired(name, head[0], "trimmed")  # trimmed meanwhile
-            return RowPage(name, head[0], max(head[1], rows[-1][0]), rows)
-    stream = head_of(name, using)
-    if stream.epoch != epoch:
-        raise ResetRequired(stream.name, stream.epoch, "epoch_changed")
+    if not rows or head is None:
+        # Without rows the position itself is checked, on the head row as read() has it
+        # (an unsaved empty one for a stream nobody wrote to).
+        stream = head_of(name, using)
+        if not rows:
+            _check_position(stream, epoch, after)
+        head = (stream.epoch, stream.head)
+    current, last = head
+    if current != epoch:
+        raise ResetRequired(name, current, "epoch_changed")
     if rows and rows[0][0] != after + 1:
-        raise ResetRequired(stream.name, stream.epoch, "trimmed")  # trimmed meanwhile
-    if not rows:
-        _check_position(stream, epoch, after)
-    return RowPage(stream.name, stream.epoch, max(stream.head, rows[-1][0] if rows else 0), rows)
+        raise ResetRequired(name, current, "trimmed")  # trimmed meanwhile
+    return RowPage(name, current, max(last, rows[-1][0] if rows else 0), rows)
 
 
 def _orm_rows(name: str, after: int, limit: int, using: str) -> list[tuple[Any, ...]]:
