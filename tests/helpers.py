@@ -25,15 +25,16 @@ def mutation(**kwargs: Any) -> Mutation:
     return Mutation(**kwargs)
 
 
-def board_create(name: str) -> dict[str, Any]:
-    """A board create as a client sends it in a ``mutate`` frame."""
+def board_create(name: str, stream: str = "boards", **fields: Any) -> dict[str, Any]:
+    """A board create as a client sends it (in a ``mutate`` frame, or as JSON to the
+    mutations endpoint); ``fields`` beside the name."""
     return {
         "id": str(uuid.uuid4()),
-        "stream": "boards",
+        "stream": stream,
         "model": "testapp.board",
         "pk": str(uuid.uuid4()),
         "op": "create",
-        "fields": {"name": name},
+        "fields": {"name": name, **fields},
     }
 
 

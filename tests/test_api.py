@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 from syncapp import idempotency, oplog, retention
 from syncapp.models import Conflict, IdempotencyRecord, Op, Stream
 from syncapp.protocol import fingerprint
-from tests.helpers import mutation, ops
+from tests.helpers import board_create, mutation, ops
 from tests.testapp.models import Board, Card, Doc
 
 pytestmark = pytest.mark.django_db
@@ -70,14 +70,7 @@ def create_doc(pk: Any = 1) -> dict[str, Any]:
 
 def public_board() -> dict[str, Any]:
     """A mutation (as JSON) creating a board in the stream anyone may write."""
-    return {
-        "id": str(uuid.uuid4()),
-        "stream": "public:boards",
-        "model": "testapp.board",
-        "pk": str(uuid.uuid4()),
-        "op": "create",
-        "fields": {"name": "Open", "public": True},
-    }
+    return board_create("Open", stream="public:boards", public=True)
 
 
 def post(client: APIClient, *items: dict[str, Any], **extra: Any) -> Any:
