@@ -99,8 +99,9 @@ def _seed_main(count: int) -> None:
             )
             for seq in range(1, count + 1)
         ]
+        for op in ops:
+            op.encoded = encoding.encode_op(op, stream.name, stream.epoch)  # as oplog.append
         Op.objects.bulk_create(ops, batch_size=1000)
-        stored = Op.objects.filter(stream=stream).order_by("seq")
         events = [Event(channel=CHANNEL, type="", data="", eid=0)]
         events += [
             Event(
@@ -108,10 +109,10 @@ def _seed_main(count: int) -> None:
                 type="message",
                 # DjangoModelStorage stores json.dumps(data) of the str send_event() was
                 # given: the op's own JSON, encoded once more, as its append_event does.
-                data=json.dumps(encoding.encode_op(op, stream.name, stream.epoch)),
+                data=json.dumps(op.encoded),
                 eid=op.seq,
             )
-            for op in stored.iterator()
+            for op in ops
         ]
         Event.objects.bulk_create(events, batch_size=1000)
         EventCounter.objects.create(name=CHANNEL, value=count)

@@ -19,7 +19,6 @@ from django.db import transaction
 
 from syncapp import sender
 from syncapp.conf import conf
-from syncapp.encoding import encode_op
 
 if TYPE_CHECKING:
     from syncapp.models import Op
@@ -72,12 +71,7 @@ def send_all(pending: Pending) -> None:
     :func:`send`, it never raises: the ops are committed."""
     if conf.CHANNEL_LAYER is None:
         return
-    try:
-        runs = _runs(pending, max(1, conf.OUTBOX_BYTES // 4))
-    except Exception:
-        logger.warning("Could not encode a batch's ops for broadcast", exc_info=True)
-        return
-    for stream, epoch, run_ops, texts in runs:
+    for stream, epoch, run_ops, texts in _runs(pending, max(1, conf.OUTBOX_BYTES // 4)):
         _send_message(stream, run_ops, partial(_message, stream, epoch, run_ops, texts))
 
 
@@ -86,7 +80,7 @@ def _runs(pending: Pending, limit: int) -> list[tuple[str, str, list[Op], list[s
     for stream, epoch, ops in pending:
         stream_runs = runs.setdefault((stream, epoch), [])
         for op in ops:
-            text = encode_op(op, stream, epoch)
+            text = op.encoded
             if stream_runs:
                 run_ops, texts, size = stream_runs[-1]
                 if run_ops[-1].seq + 1 == op.seq and size + len(text) <= limit:
@@ -103,8 +97,9 @@ def _runs(pending: Pending, limit: int) -> list[tuple[str, str, list[Op], list[s
 
 
 def message(stream: str, epoch: str, ops: list[Op]) -> dict[str, Any]:
-    """The channel-layer message for consecutive ops of one stream, each encoded once."""
-    return _message(stream, epoch, ops, [encode_op(op, stream, epoch) for op in ops])
+    """The channel-layer message for consecutive ops of one stream, each as encoded when it
+    was written."""
+    return _message(stream, epoch, ops, [op.encoded for op in ops])
 
 
 def _message(stream: str, epoch: str, ops: list[Op], texts: list[str]) -> dict[str, Any]:

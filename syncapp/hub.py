@@ -137,7 +137,7 @@ class Batch:
     def from_page(cls, page: oplog.Page) -> Batch | None:
         if not page.ops:
             return None
-        texts = [encoding.encode_op(op, page.stream, page.epoch) for op in page.ops]
+        texts = [op.encoded for op in page.ops]
         return cls(page.stream, page.epoch, page.ops[0].seq, page.ops[-1].seq, texts)
 
 

@@ -68,6 +68,11 @@ class Op(models.Model):
     client_id = models.CharField(max_length=200, blank=True)
     source = models.CharField(max_length=20, blank=True)
     created_at = models.DateTimeField(db_index=True)
+    encoded = models.TextField(
+        editable=False,
+        help_text="The op as the protocol's JSON, made once when it was written: what every "
+        "transport sends for it, live or replayed.",
+    )
 
     class Meta:
         ordering = ["stream", "seq"]

@@ -19,6 +19,7 @@ from django.db import connections, router, transaction
 from django.utils import timezone
 
 from syncapp import broadcast, context, registry
+from syncapp.encoding import encode_op
 from syncapp.exceptions import InvalidInput, ResetRequired
 from syncapp.models import Op, OpKind, Stream, new_epoch
 
@@ -232,11 +233,12 @@ _OP_FIELDS = (
     "client_id",
     "source",
     "created_at",
+    "encoded",
 )
 # Columns whose values the driver takes as they are (ints and strings); the others go
 # through their field's ``get_db_prep_save``, as ``bulk_create`` would send them.
 _OP_PLAIN = frozenset(
-    {"stream", "seq", "model", "object_pk", "kind", "version", "client_id", "source"}
+    {"stream", "seq", "model", "object_pk", "kind", "version", "client_id", "source", "encoded"}
 )
 
 
@@ -285,7 +287,7 @@ def _insert_ops(ops: list[Op], using: str) -> None:
 
 
 def _op(stream: Stream, seq: int, d: OpDraft, by: context.Attribution, now: Any) -> Op:
-    return Op(
+    op = Op(
         stream=stream,
         seq=seq,
         model=d.model,
@@ -299,6 +301,9 @@ def _op(stream: Stream, seq: int, d: OpDraft, by: context.Attribution, now: Any)
         source=by.source,
         created_at=now,
     )
+    # Encoded once, here: the broadcast after commit and every later read send this text.
+    op.encoded = encode_op(op, stream.name, stream.epoch)
+    return op
 
 
 def _check_position(stream: Stream, epoch: str | None, after: int) -> None:
@@ -370,35 +375,22 @@ def reset(name: str) -> Stream:
     return stream
 
 
-ROW_COLUMNS = (
-    "seq",
-    "model",
-    "object_pk",
-    "kind",
-    "version",
-    "mutation_id",
-    "created_at",
-    "fields",
-)
-
-
 @dataclass(frozen=True, slots=True)
 class RowPage:
     """Ops of one stream after a position as the database driver returns them: tuples of
-    :data:`ROW_COLUMNS`, ``mutation_id``, ``created_at`` and ``fields`` as the database
-    writes them as text (a UUID with or without dashes, a timestamp in UTC or with its
-    offset, JSON); ``head`` is the stream's head, read after the rows."""
+    ``(seq, encoded)``, the op's seq and its JSON text; ``head`` is the stream's head, read
+    after the rows."""
 
     stream: str
     epoch: str
     head: int
-    rows: list[tuple[Any, ...]]
+    rows: list[tuple[int, str]]
 
 
 def read_rows(name: str, *, epoch: str, after: int, limit: int) -> RowPage:
     """The ops of stream ``name`` after seq ``after``, oldest first, at most ``limit``, as
-    rows rather than model instances: for readers that encode thousands at a time (the
-    SSE catch-up). One query for the rows, then one for the head row.
+    rows of ``(seq, encoded)`` rather than model instances: for readers that send thousands
+    at a time (the SSE catch-up). One query for the rows, then one for the head row.
 
     Raises :class:`ResetRequired` as :func:`read` does. The head row is read after the
     rows, and epochs never come back, so rows of another epoch are never returned.
@@ -434,11 +426,10 @@ def read_rows(name: str, *, epoch: str, after: int, limit: int) -> RowPage:
     return RowPage(name, current, max(last, rows[-1][0] if rows else 0), rows)
 
 
-def _orm_rows(name: str, after: int, limit: int, using: str) -> list[tuple[Any, ...]]:
+def _orm_rows(name: str, after: int, limit: int, using: str) -> list[tuple[int, str]]:
     """:func:`read_rows`' rows through the ORM, on a database without
     :func:`_row_statements`."""
-    from django.db.models import Subquery, TextField
-    from django.db.models.functions import Cast
+    from django.db.models import Subquery
 
     # The stream's id in a subquery rather than a join: the rows can come in the order of
     # the (stream, seq) index.
@@ -447,20 +438,10 @@ def _orm_rows(name: str, after: int, limit: int, using: str) -> list[tuple[Any, 
         Op.objects.using(using)
         # Seqs have no gaps: the page is a range, which the planner sees without statistics.
         .filter(stream_id=stream_id, seq__gt=after, seq__lte=after + limit)
-        .annotate(
-            mutation_text=Cast("mutation_id", TextField()),
-            created_text=Cast("created_at", TextField()),
-            fields_text=Cast("fields", TextField()),
-        )
         .order_by("seq")
-        .values_list(*ROW_COLUMNS[:-3], "mutation_text", "created_text", "fields_text")[:limit]
+        .values_list("seq", "encoded")[:limit]
     )
-    sql, params = queryset.query.sql_with_params()
-    with connections[using].cursor() as cursor:
-        # Straight from the driver: the ORM's per-row converters cost more than the read.
-        cursor.execute(sql, params)
-        rows: list[tuple[Any, ...]] = cursor.fetchall()
-    return rows
+    return list(queryset)
 
 
 @functools.lru_cache(maxsize=8)
@@ -477,20 +458,12 @@ def _row_statements(alias: str) -> tuple[str, str] | None:
     def op(field: str) -> str:
         return name(_column(Op, field))
 
-    def text(field: str) -> str:
-        # As the database writes it. On SQLite only the datetime needs it (Django's
-        # connection would convert it); the others are text already, and cost less as is.
-        if connection.vendor == "sqlite" and field != "created_at":
-            return op(field)
-        return f"CAST({op(field)} AS text)"
-
     def head(field: str) -> str:
         return name(_column(Stream, field))
 
     seq, streams = op("seq"), name(Stream._meta.db_table)
     rows = (
-        f"SELECT {seq}, {op('model')}, {op('object_pk')}, {op('kind')}, {op('version')}, "
-        f"{text('mutation_id')}, {text('created_at')}, {text('fields')} "
+        f"SELECT {seq}, {op('encoded')} "
         f"FROM {name(Op._meta.db_table)} WHERE {op('stream')} = "
         f"(SELECT {head('id')} FROM {streams} WHERE {head('name')} = %s) "
         f"AND {seq} > %s AND {seq} <= %s ORDER BY {seq}"

@@ -15,28 +15,20 @@ listeners. Settings (docs/quickstart.md)::
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
-import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
 from functools import lru_cache
-from operator import itemgetter
 from typing import Any
 from urllib.parse import quote, unquote
 
-import msgspec
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
-from django.db import connections
-from django.db.models import UUIDField
 from django.http import HttpRequest, StreamingHttpResponse
 from django.http.response import HttpResponseBase
-from django.utils.dateparse import parse_datetime
 from django.utils.module_loading import import_string
 from django_eventstream.channelmanager import DefaultChannelManager
 from django_eventstream.event import Event
@@ -52,7 +44,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.request import Request
 
-from syncapp import encoding, oplog, permissions, registry
+from syncapp import oplog, permissions
 from syncapp.api.renderers import MsgspecJSONRenderer
 from syncapp.api.views import ERRORS, STREAM_PARAM, AsyncSyncAPIView
 from syncapp.conf import conf
@@ -108,10 +100,7 @@ class OpLogStorage(StorageBase):  # type: ignore[misc]
             raise EventDoesNotExist(f"Cannot resume {stream}: {exc.reason}", head) from exc
         except InvalidInput as exc:
             raise EventDoesNotExist(exc.message, oplog.head_of(stream).head) from exc
-        return [
-            Event(channel, EVENT_TYPE, encoding.encode_op(op, page.stream, page.epoch), id=op.seq)
-            for op in page.ops
-        ]
+        return [Event(channel, EVENT_TYPE, op.encoded, id=op.seq) for op in page.ops]
 
     def get_current_id(self, channel: str) -> int:
         stream = stream_of(channel)
@@ -317,214 +306,21 @@ OPENING = ":" + " " * 2048 + "\n\n" + "event: stream-open\ndata:\n\n"
 #: then large ones.
 CATCH_UP_PAGES = (1000, 5000)
 
-_encode = msgspec.json.Encoder().encode
-_encode_sorted = msgspec.json.Encoder(order="deterministic").encode
-_decode = msgspec.json.Decoder().decode
-#: UUIDs as ``str(uuid)`` writes them, one a line.
-_UUID_LINES = re.compile(r"(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\n)*")
-
-
-def _canonical_uuid(value: str) -> bool:
-    """Whether ``value`` is a UUID as ``str(uuid)`` writes it (UUIDField.to_python and
-    ``str`` would give it back unchanged)."""
-    return _UUID_LINES.fullmatch(value + "\n") is not None
-
-
-def _uuid_text(value: Any) -> str:
-    """A ``mutation_id`` read as text, as encode_op writes it."""
-    return "null" if value is None else f'"{uuid.UUID(str(value))}"'
-
-
-def _fields_text(text: str) -> str:
-    """Stored ``fields`` (JSON text) as encode_op writes them: compact, top-level keys
-    sorted."""
-    try:
-        fields = _decode(text)
-    except msgspec.DecodeError:
-        fields = json.loads(text)  # what JSONField reads and msgspec refuses (NaN)
-    return encoding.dumps(dict(sorted(fields.items())))
-
-
-def _fields_texts(texts: list[str]) -> list[str]:
-    """:func:`_fields_text` of each of ``texts``, decoded in one go."""
-    joined = "[" + ",".join(texts) + "]"
-    try:
-        values = _decode(joined)
-    except msgspec.DecodeError:
-        return [_fields_text(text) for text in texts]
-    if joined.count("{") == len(texts) and set(map(type, values)) == {dict}:
-        # One brace each, the object's own: no nested object anywhere, and the encoder's
-        # own sort gives the same order, for less.
-        return list(map(bytes.decode, map(_encode_sorted, values)))
-    return [
-        _encode_sorted(value).decode()
-        if text.find("{", 1) < 0
-        else encoding.dumps(dict(sorted(value.items())))
-        for text, value in zip(texts, values, strict=True)
-    ]
-
-
-#: Each byte of ASCII text as a shape: hexadecimal digits (lowercase) are ``x``, dashes and
-#: newlines stay, anything else is ``?``.
-_SHAPES = bytes(
-    ord("x") if byte in b"0123456789abcdef" else byte if byte in b"-\n" else ord("?")
-    for byte in range(256)
-)
-_UUID_SHAPE = b"xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx\n"  # str(uuid)
-_HEX_SHAPE = b"x" * 32 + b"\n"  # uuid.hex, as Django stores a UUIDField on SQLite
-
-
-def _all_shaped(values: list[Any], shape: bytes) -> bool:
-    """Whether every one of ``values`` is text of ``shape`` (one line of it), checked in
-    one go."""
-    if not values:
-        return True
-    try:
-        text = ("\n".join(values) + "\n").encode("ascii")
-    except (TypeError, UnicodeEncodeError):
-        return False
-    return text.translate(_SHAPES) == shape * len(values)
-
-
-def _pk_encoder(label: str) -> tuple[Callable[[str], str], bool]:
-    """``object_pk`` as encode_op writes it for model ``label`` (``SyncSpec.pk_value``),
-    and whether the model's keys are UUIDs (written as they are when canonical)."""
-    spec = registry.by_label(label)
-    if spec is None:
-        return encoding.dumps, False
-    if isinstance(spec.model._meta.pk, UUIDField):
-
-        def uuid_pk(value: str) -> str:
-            if _canonical_uuid(value):
-                return f'"{value}"'
-            return encoding.dumps(spec.pk_value(value))
-
-        return uuid_pk, True
-    return (lambda value: encoding.dumps(spec.pk_value(value))), False
-
 
 class PageEncoder:
     """Formats rows of :func:`syncapp.oplog.read_rows` as the SSE text that
     django-eventstream writes for the same ops through :class:`OpLogStorage`, byte for
-    byte: ``event: message``, ``id: <channel>:<seq>``, ``data:`` the op as encode_op
-    encodes it. Model names, kinds and timestamps repeat, and are encoded once; the
-    ``fields`` of a page are decoded in one go."""
+    byte: ``event: message``, ``id: <channel>:<seq>``, ``data:`` the op's JSON as it was
+    encoded when it was written."""
 
-    def __init__(self, channel: str, stream: str, epoch: str, timezone: tzinfo | None) -> None:
+    def __init__(self, channel: str, epoch: str) -> None:
         self.epoch = epoch
-        self.timezone = timezone
         self.id_prefix = f"event: {EVENT_TYPE}\nid: {quote(channel)}:"
-        self.data_prefix = (
-            f'\ndata: {{"stream":{encoding.dumps(stream)},"epoch":{encoding.dumps(epoch)},"seq":'
-        )
-        self._models: dict[str, tuple[str, Callable[[str], str], bool]] = {}
-        self._kinds: dict[str, str] = {}
-        self._times: dict[str, str] = {}
 
-    def _model(self, label: str) -> tuple[str, Callable[[str], str], bool]:
-        found = self._models.get(label)
-        if found is None:
-            found = self._models[label] = (
-                f',"model":{encoding.dumps(label)},"pk":',
-                *_pk_encoder(label),
-            )
-        return found
-
-    def _kind(self, kind: str) -> str:
-        found = self._kinds[kind] = f',"op":{encoding.dumps(kind)},"fields":'
-        return found
-
-    def _time(self, value: str) -> str:
-        moment: datetime | None
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            moment = parse_datetime(value)
-            if moment is None:
-                raise
-        if moment.tzinfo is None and self.timezone is not None:
-            moment = moment.replace(tzinfo=self.timezone)  # as the ORM makes it aware
-        return f',"ts":{encoding.dumps(encoding.iso(moment))}}}\n\n'
-
-    def _prepare(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """The model, kind and timestamp texts of ``rows`` in the caches."""
-        for label in set(map(_MODEL, rows)).difference(self._models):
-            self._model(label)
-        for kind in set(map(_KIND, rows)).difference(self._kinds):
-            self._kind(kind)
-        times = self._times
-        distinct = set(map(_CREATED, rows))
-        if not distinct.issubset(times):
-            if len(times) + len(distinct) > 10_000:
-                times.clear()
-            for value in distinct.difference(times):
-                times[value] = self._time(value)
-
-    def encode(self, rows: Sequence[tuple[Any, ...]]) -> bytes:
-        """``rows`` (:data:`syncapp.oplog.ROW_COLUMNS`) as one piece of SSE text."""
-        if not rows:
-            return b""
-        fields = _fields_texts(list(map(_FIELDS, rows)))
-        self._prepare(rows)
-        id_prefix, data_prefix = self.id_prefix, self.data_prefix
-        models, kinds, times = self._models, self._kinds, self._times
-        # Keys that are all canonical UUIDs of UUID-keyed models (the usual case) are
-        # written as they are, and so are mutation ids of one form (the database's); both
-        # checked in one go, so that each op is one f-string.
-        plain_pks = all(models[label][2] for label in set(map(_MODEL, rows))) and _all_shaped(
-            list(map(_PK, rows)), _UUID_SHAPE
-        )
-        mutations = list(map(_MUTATION, rows))
-        out: list[str]
-        if plain_pks and _all_shaped(mutations, _HEX_SHAPE):  # SQLite: char(32)
-            out = [
-                f'{id_prefix}{seq}{data_prefix}{seq}{models[model][0]}"{pk}"{kinds[kind]}'
-                f'{field_text},"version":{version},"mutation":"{mutation[:8]}-'
-                f'{mutation[8:12]}-{mutation[12:16]}-{mutation[16:20]}-{mutation[20:]}"'
-                f"{times[created_at]}"
-                for (seq, model, pk, kind, version, mutation, created_at, _), field_text in zip(
-                    rows, fields, strict=True
-                )
-            ]
-        elif plain_pks and _all_shaped(mutations, _UUID_SHAPE):  # PostgreSQL: uuid
-            out = [
-                f'{id_prefix}{seq}{data_prefix}{seq}{models[model][0]}"{pk}"{kinds[kind]}'
-                f'{field_text},"version":{version},"mutation":"{mutation}"{times[created_at]}'
-                for (seq, model, pk, kind, version, mutation, created_at, _), field_text in zip(
-                    rows, fields, strict=True
-                )
-            ]
-        else:
-            out = [
-                f"{id_prefix}{seq}{data_prefix}{seq}{models[model][0]}"
-                f"{_quoted(pk) if plain_pks else models[model][1](pk)}{kinds[kind]}"
-                f'{field_text},"version":{version},"mutation":{_mutation_text(mutation)}'
-                f"{times[created_at]}"
-                for (seq, model, pk, kind, version, mutation, created_at, _), field_text in zip(
-                    rows, fields, strict=True
-                )
-            ]
-        return "".join(out).encode()
-
-
-_MODEL, _PK, _KIND, _MUTATION, _CREATED, _FIELDS = (itemgetter(i) for i in (1, 2, 3, 5, 6, 7))
-
-
-def _quoted(text: str) -> str:
-    return f'"{text}"'
-
-
-def _mutation_text(mutation: str | None) -> str:
-    """A ``mutation_id`` read as text, as encode_op writes it."""
-    if mutation is None:
-        return "null"
-    if len(mutation) == 32 and mutation.islower():  # SQLite: char(32)
-        return (
-            f'"{mutation[:8]}-{mutation[8:12]}-{mutation[12:16]}-{mutation[16:20]}-{mutation[20:]}"'
-        )
-    if len(mutation) == 36 and _canonical_uuid(mutation):  # PostgreSQL: uuid
-        return f'"{mutation}"'
-    return _uuid_text(mutation)
+    def encode(self, rows: Sequence[tuple[int, str]]) -> bytes:
+        """``rows`` (``(seq, encoded)``) as one piece of SSE text."""
+        prefix = self.id_prefix
+        return "".join([f"{prefix}{seq}\ndata: {text}\n\n" for seq, text in rows]).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -571,7 +367,7 @@ async def _catch_up(
     before it waits, and _once drops what it repeats)."""
     channel = channel_for(stream)
     yield OPENING.encode()
-    encoder = PageEncoder(channel, stream, epoch, connections[oplog.db_alias()].timezone)
+    encoder = PageEncoder(channel, epoch)
     read = sync_to_async(_read_page)
     limits = iter(CATCH_UP_PAGES)
     limit = next(limits)

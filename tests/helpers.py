@@ -60,16 +60,10 @@ def eventstream_text(stream: str, after: int, limit: int = 10_000) -> str:
     through OpLogStorage: the SSE text syncapp's catch-up must match byte for byte."""
     from django_eventstream.utils import make_id, sse_encode_event
 
-    from syncapp import encoding, oplog
-    from syncapp.sse import channel_for
+    from syncapp.sse import OpLogStorage, channel_for
 
-    page = oplog.read(stream, epoch=None, after=after, limit=limit)
     channel = channel_for(stream)
     return "".join(
-        sse_encode_event(
-            "message",
-            encoding.encode_op(op, page.stream, page.epoch),
-            event_id=make_id({channel: op.seq}),
-        )
-        for op in page.ops
+        sse_encode_event(event.type, event.data, event_id=make_id({channel: event.id}))
+        for event in OpLogStorage().get_events(channel, after, limit)
     )

@@ -12,7 +12,9 @@ from asgiref.sync import async_to_sync
 from channels.layers import channel_layers, get_channel_layer
 from django.db import transaction
 
-from syncapp import broadcast, encoding
+from syncapp import broadcast, encoding, oplog
+from syncapp.models import Op
+from syncapp.sse import OpLogStorage, channel_for
 from tests.helpers import ops
 from tests.testapp.models import Board, Card
 
@@ -64,6 +66,24 @@ def test_committed_ops_reach_the_stream_group(board, django_capture_on_commit_ca
         assert message["ops"] == [encoding.encode_op(op, op.stream.name, op.stream.epoch)]
 
 
+def test_an_op_is_the_same_text_live_and_replayed(django_capture_on_commit_callbacks):
+    """Nested objects included, whose keys PostgreSQL's jsonb would reorder: what the
+    group got is what the log serves, to the ops endpoint, the SSE catch-up and
+    django-eventstream's storage."""
+    stream = "public:nested"
+    layer, channel = subscribe(stream)
+    fields = {"z": 1, "a": {"y": [1, {"c": 2, "b": 3}], "x": None}, "é": "naïve"}
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        oplog.append([oplog.OpDraft(stream, "testapp.doc", "7", "update", fields, 2)])
+    [live] = receive(layer, channel)["ops"]
+    assert '"a":{"y":[1,{"c":2,"b":3}],"x":null}' in live
+    head = oplog.head_of(stream)
+    assert [op.encoded for op in oplog.read(stream, epoch=None, after=0, limit=10).ops] == [live]
+    assert oplog.read_rows(stream, epoch=head.epoch, after=0, limit=10).rows == [(1, live)]
+    [event] = OpLogStorage().get_events(channel_for(stream), 0)
+    assert event.data == live
+
+
 def test_bulk_write_is_one_message(board, django_capture_on_commit_callbacks):
     layer, channel = subscribe(f"board:{board.pk}")
     with django_capture_on_commit_callbacks(execute=True):
@@ -88,7 +108,7 @@ def test_each_op_is_encoded_once(board, django_capture_on_commit_callbacks, monk
         calls.append(op.seq)
         return encoding.encode_op(op, stream, epoch)
 
-    monkeypatch.setattr(broadcast, "encode_op", counting)
+    monkeypatch.setattr(oplog, "encode_op", counting)
     subscribe(f"board:{board.pk}")
     subscribe(f"board:{board.pk}")
     with django_capture_on_commit_callbacks(execute=True):
@@ -110,24 +130,30 @@ def test_broadcast_failure_is_logged_not_raised(board, caplog, monkeypatch):
 
 
 @pytest.mark.parametrize("batched", [False, True], ids=["one write", "a batch"])
-def test_an_op_that_cannot_be_encoded_is_logged_not_raised_after_commit(
-    board, caplog, monkeypatch, django_capture_on_commit_callbacks, batched
+def test_an_op_that_cannot_be_encoded_fails_its_write(
+    board, monkeypatch, django_capture_on_commit_callbacks, batched
 ):
-    """The ops are committed by then: a failure to build the message must not turn a
-    committed write into an error."""
+    """Ops are encoded as they are written: one that cannot be could be neither sent nor
+    replayed, so its write fails, and nothing of it is committed or sent."""
+    layer, channel = subscribe(f"board:{board.pk}")
 
     def broken(op, stream, epoch):
         raise ValueError("cannot encode")
 
-    monkeypatch.setattr(broadcast, "encode_op", broken)
-    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+    monkeypatch.setattr(oplog, "encode_op", broken)
+    with (
+        django_capture_on_commit_callbacks(execute=True),
+        pytest.raises(ValueError, match="cannot encode"),
+        transaction.atomic(),
+    ):
         if batched:
             with broadcast.coalesced("default"):
                 Card.objects.create(board=board, title="a")
         else:
             Card.objects.create(board=board, title="a")
-    assert Card.objects.filter(title="a").exists()
-    assert "Could not" in caplog.text
+    assert not Card.objects.filter(title="a").exists()
+    assert not Op.objects.filter(stream__name=f"board:{board.pk}").exists()
+    assert nothing_waiting(layer, channel)
 
 
 def test_broadcast_off_sends_nothing(board, settings, django_capture_on_commit_callbacks):

@@ -227,9 +227,7 @@ class OpsView(AsyncSyncAPIView):
             if not await sync_to_async(permissions.can_still_read)(request.user, stream):
                 raise PermissionDenied(f"You may no longer read {stream}.")
             page = await read(stream, epoch=query.epoch, after=query.after, limit=limit)
-        ops = [
-            msgspec.Raw(encoding.encode_op(op, page.stream, page.epoch).encode()) for op in page.ops
-        ]
+        ops = [msgspec.Raw(op.encoded.encode()) for op in page.ops]
         return Response({"stream": page.stream, "epoch": page.epoch, "head": page.head, "ops": ops})
 
 
