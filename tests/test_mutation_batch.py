@@ -412,8 +412,8 @@ def test_ops_appended_together_are_stored_as_one_at_a_time(db):
         context.attribute(actor=None, client_id="c9", mutation_id=mutation_id, source="test"),
         transaction.atomic(),
     ):
-        alone = oplog.append([draft("one")])
-        together = oplog.append([draft(f"p{i}") for i in range(3)])
+        alone = oplog.append([draft(str(uuid.uuid4()))])
+        together = oplog.append([draft(str(uuid.uuid4())) for i in range(3)])
     assert [op.seq for op in alone + together] == [1, 2, 3, 4]
     rows = {op.pk: op for op in Op.objects.filter(stream__name="s.many")}
     assert sorted(rows) == sorted(op.pk for op in alone + together)
@@ -434,6 +434,8 @@ def test_ops_appended_together_are_stored_as_one_at_a_time(db):
             None,
         )
         assert stored.created_at == op.created_at
+        assert stored.encoded == op.encoded
+        assert f'"seq":{op.seq},' in op.encoded
     assert rows[together[0].pk].fields == {
         "when": "2026-01-02T03:04:05.678Z",
         "price": "12.50",
