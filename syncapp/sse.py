@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from functools import lru_cache
@@ -317,10 +317,15 @@ class PageEncoder:
         self.epoch = epoch
         self.id_prefix = f"event: {EVENT_TYPE}\nid: {quote(channel)}:"
 
-    def encode(self, rows: Sequence[tuple[int, str]]) -> bytes:
-        """``rows`` (``(seq, encoded)``) as one piece of SSE text."""
-        prefix = self.id_prefix
-        return "".join([f"{prefix}{seq}\ndata: {text}\n\n" for seq, text in rows]).encode()
+    def encode(self, page: oplog.RowPage) -> bytes:
+        """The ops of ``page`` as one piece of SSE text."""
+        prefix, seqs = self.id_prefix, range(page.first, page.first + len(page.rows))
+        return "".join(
+            [
+                f"{prefix}{seq}\ndata: {text}\n\n"
+                for seq, (text,) in zip(seqs, page.rows, strict=True)
+            ]
+        ).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,8 +358,8 @@ def _read_page(
         # live from the head, as OpLogStorage does.
         head = oplog.head_of(stream).head
         return _Page(_reset_event(channel, head).encode(), head, False)
-    last = page.rows[-1][0] if page.rows else after
-    return _Page(encoder.encode(page.rows), last, last < page.head)
+    last = after + len(page.rows)
+    return _Page(encoder.encode(page), last, last < page.head)
 
 
 async def _catch_up(

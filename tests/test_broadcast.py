@@ -79,7 +79,8 @@ def test_an_op_is_the_same_text_live_and_replayed(django_capture_on_commit_callb
     assert '"a":{"y":[1,{"c":2,"b":3}],"x":null}' in live
     head = oplog.head_of(stream)
     assert [op.encoded for op in oplog.read(stream, epoch=None, after=0, limit=10).ops] == [live]
-    assert oplog.read_rows(stream, epoch=head.epoch, after=0, limit=10).rows == [(1, live)]
+    page = oplog.read_rows(stream, epoch=head.epoch, after=0, limit=10)
+    assert (page.first, page.rows) == (1, [(live,)])
     [event] = OpLogStorage().get_events(channel_for(stream), 0)
     assert event.data == live
 

@@ -47,8 +47,8 @@ def write(ops: list[dict[str, Any]]) -> Stream:
 
 
 def page_text(stream: Stream, after: int = 0, limit: int = 1000) -> str:
-    rows = oplog.read_rows(STREAM, epoch=stream.epoch, after=after, limit=limit).rows
-    return sse.PageEncoder(channel_for(STREAM), stream.epoch).encode(rows).decode()
+    page = oplog.read_rows(STREAM, epoch=stream.epoch, after=after, limit=limit)
+    return sse.PageEncoder(channel_for(STREAM), stream.epoch).encode(page).decode()
 
 
 FORMS = {
@@ -111,8 +111,8 @@ def test_the_readers_own_statements_return_what_the_orms_query_does(monkeypatch)
     through_the_orm(monkeypatch)
     theirs = [oplog.read_rows(STREAM, epoch=stream.epoch, after=a, limit=n) for a, n in pages]
     assert ours == theirs
-    assert [len(page.rows) for page in ours] == [5, 15, 1]
-    assert [seq for seq, _ in ours[1].rows] == list(range(6, 21))
+    assert [(page.first, len(page.rows)) for page in ours] == [(1, 5), (6, 15), (20, 1)]
+    assert all(f'"seq":{seq},' in text for seq, (text,) in enumerate(ours[1].rows, start=6))
 
 
 @pytest.mark.parametrize("orm", [False, True], ids=["own statements", "orm"])
@@ -132,3 +132,17 @@ def test_the_reader_refuses_positions_either_way(monkeypatch, orm):
         oplog.read_rows(STREAM, epoch=stream.epoch, after=11, limit=5)  # no rows
     assert ahead.value.reason == "ahead_of_head"
     assert oplog.read_rows(STREAM, epoch=stream.epoch, after=10, limit=5).rows == []
+
+
+@pytest.mark.parametrize("orm", [False, True], ids=["own statements", "orm"])
+def test_a_page_with_a_hole_is_refused(monkeypatch, orm):
+    """The reader takes seqs from the position: a missing row anywhere in the page (not
+    only at its start) is caught by its first and last seq."""
+    if orm:
+        through_the_orm(monkeypatch)
+    stream = write([board_op(seq) for seq in range(1, 11)])
+    Op.objects.filter(seq=5).delete()
+    with pytest.raises(ResetRequired) as hole:
+        oplog.read_rows(STREAM, epoch=stream.epoch, after=0, limit=10)
+    assert hole.value.reason == "trimmed"
+    assert len(oplog.read_rows(STREAM, epoch=stream.epoch, after=5, limit=10).rows) == 5
