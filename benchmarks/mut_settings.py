@@ -8,10 +8,10 @@ that its database storage (``django_eventstream.Event``) is there to compare aga
   (django-eventstream's own ``DjangoModelStorage`` and ``DefaultChannelManager``, as its
   README sets them up).
 
-- ``BENCH_PG_POOL``: ``1`` gives PostgreSQL Django's connection pool
-  (``OPTIONS["pool"]``, needs ``psycopg-pool``), as Django advises under ASGI instead of
-  persistent connections; unset (default), every frame and request opens a connection of
-  its own (Django's default, ``CONN_MAX_AGE = 0``).
+- ``BENCH_PG_POOL``: ``1`` (the mutation benchmark's default) gives PostgreSQL Django's
+  connection pool (``OPTIONS["pool"]``, needs ``psycopg-pool``), as Django advises under
+  ASGI instead of persistent connections; unset, every frame and request opens a
+  connection of its own (Django's default, ``CONN_MAX_AGE = 0``).
 
 URLs: the test project's (syncapp under ``/sync/``) and django-eventstream's own view at
 ``/events/<channel>/``. They are built on first use (``__getattr__``), not when the

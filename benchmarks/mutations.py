@@ -18,7 +18,12 @@ view or a task), writing as many events of the same size.
 After each run the op log and the idempotency records are counted in the database:
 ``lost`` is how far either count is from the number of mutations sent.
 
-``python -m benchmarks.mutations [--small] [--db sqlite|postgresql] [--path ws-batched ...]``
+On PostgreSQL the server goes through Django's connection pool, as docs/deployment.md
+advises under ASGI; ``--no-pg-pool`` measures Django's default instead (a connection per
+frame or request) without replacing the recorded results.
+
+``python -m benchmarks.mutations [--small] [--db sqlite|postgresql] [--path ws-batched ...]
+[--no-pg-pool]``
 """
 
 from __future__ import annotations
@@ -49,8 +54,9 @@ SETTINGS = "benchmarks.mut_settings"
 STREAM = "public:boards"
 PEER_CHANNEL = "bench-send-event"
 BATCH = 100
-# Extra environment of the server (``--pg-pool``: BENCH_PG_POOL=1).
-SERVER_ENV: dict[str, str] = {}
+# Extra environment of the server: PostgreSQL through Django's connection pool, as
+# docs/deployment.md advises under ASGI (``--no-pg-pool`` leaves it out).
+SERVER_ENV: dict[str, str] = {"BENCH_PG_POOL": "1"}
 PG_USER = os.environ.get("SYNCAPP_TEST_PG_USER", "postgres")
 PG_HOST = os.environ.get("SYNCAPP_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = os.environ.get("SYNCAPP_TEST_PG_PORT", "5432")
@@ -235,7 +241,11 @@ class HttpConnection:
             self.writer.close()
 
 
-# Drivers: each sends ``mutations`` and returns the results it got back
+# Drivers: each opens its connections, then sends ``mutations``; the results it got back
+# and the seconds from its first mutation sent to its last result, without opening the
+# connections (the peer's clock, too, starts once it is set up).
+
+Timed = tuple[list[Any], float]
 
 
 async def _ws_connect(port: int, client_id: str) -> Any:
@@ -275,73 +285,97 @@ def _chunk(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-async def ws_batched(port: int, prefix: str, mutations: list[dict[str, Any]]) -> list[Any]:
-    ws = await _ws_connect(port, f"{prefix}-0")
+async def _ws(
+    port: int,
+    prefix: str,
+    mutations: list[dict[str, Any]],
+    connections: int,
+    size: int,
+    window: int,
+) -> Timed:
+    sockets = await asyncio.gather(
+        *(_ws_connect(port, f"{prefix}-{index}") for index in range(connections))
+    )
     try:
-        return await _ws_pipeline(ws, _chunk(mutations, BATCH), window=2)
+        started = time.perf_counter()
+        parts = await asyncio.gather(
+            *(
+                _ws_pipeline(ws, _chunk(share, size), window)
+                for ws, share in zip(sockets, _split(mutations, connections), strict=True)
+            )
+        )
+        seconds = time.perf_counter() - started
     finally:
-        await ws.close()
+        await asyncio.gather(*(ws.close() for ws in sockets))
+    return [result for part in parts for result in part], seconds
 
 
-async def ws_single(port: int, prefix: str, mutations: list[dict[str, Any]]) -> list[Any]:
-    async def one(index: int, share: list[dict[str, Any]]) -> list[Any]:
-        ws = await _ws_connect(port, f"{prefix}-{index}")
-        try:
-            return await _ws_pipeline(ws, [[m] for m in share], window=8)
-        finally:
-            await ws.close()
+async def ws_batched(port: int, prefix: str, mutations: list[dict[str, Any]]) -> Timed:
+    return await _ws(port, prefix, mutations, connections=1, size=BATCH, window=2)
 
-    parts = await asyncio.gather(*(one(i, s) for i, s in enumerate(_split(mutations, 4))))
-    return [result for part in parts for result in part]
+
+async def ws_single(port: int, prefix: str, mutations: list[dict[str, Any]]) -> Timed:
+    return await _ws(port, prefix, mutations, connections=4, size=1, window=8)
 
 
 async def _rest(
     port: int, prefix: str, mutations: list[dict[str, Any]], connections: int, size: int
-) -> list[Any]:
-    async def one(index: int, share: list[dict[str, Any]]) -> list[Any]:
-        conn = await HttpConnection(port).open()
+) -> Timed:
+    async def one(index: int, conn: HttpConnection, share: list[dict[str, Any]]) -> list[Any]:
         results: list[Any] = []
-        try:
-            for batch in _chunk(share, size):
-                body = {"client_id": f"{prefix}-{index}", "mutations": batch}
-                status, answer = await conn.request("POST", "/sync/api/mutations/", body)
-                if status != 200:
-                    raise RuntimeError(f"POST /sync/api/mutations/: {status} {answer}")
-                results.extend(answer["results"])
-        finally:
-            conn.close()
+        for batch in _chunk(share, size):
+            body = {"client_id": f"{prefix}-{index}", "mutations": batch}
+            status, answer = await conn.request("POST", "/sync/api/mutations/", body)
+            if status != 200:
+                raise RuntimeError(f"POST /sync/api/mutations/: {status} {answer}")
+            results.extend(answer["results"])
         return results
 
-    shares = _split(mutations, connections)
-    parts = await asyncio.gather(*(one(i, s) for i, s in enumerate(shares)))
-    return [result for part in parts for result in part]
+    conns = await asyncio.gather(*(HttpConnection(port).open() for _ in range(connections)))
+    try:
+        started = time.perf_counter()
+        shares = _split(mutations, connections)
+        parts = await asyncio.gather(
+            *(
+                one(i, conn, share)
+                for i, (conn, share) in enumerate(zip(conns, shares, strict=True))
+            )
+        )
+        seconds = time.perf_counter() - started
+    finally:
+        for conn in conns:
+            conn.close()
+    return [result for part in parts for result in part], seconds
 
 
-async def rest_batched(port: int, prefix: str, mutations: list[dict[str, Any]]) -> list[Any]:
+async def rest_batched(port: int, prefix: str, mutations: list[dict[str, Any]]) -> Timed:
     return await _rest(port, prefix, mutations, connections=2, size=BATCH)
 
 
-async def rest_single(port: int, prefix: str, mutations: list[dict[str, Any]]) -> list[Any]:
+async def rest_single(port: int, prefix: str, mutations: list[dict[str, Any]]) -> Timed:
     return await _rest(port, prefix, mutations, connections=8, size=1)
 
 
-Driver = Callable[[int, str, list[dict[str, Any]]], Coroutine[Any, Any, list[Any]]]
+Driver = Callable[[int, str, list[dict[str, Any]]], Coroutine[Any, Any, Timed]]
 PATHS: list[tuple[str, Driver]] = [
     ("ws batched (100/frame)", ws_batched),
     ("ws single (32 in flight)", ws_single),
     ("rest batched (100/POST)", rest_batched),
     ("rest single (8 conns)", rest_single),
 ]
+#: The batched paths send this many times ``count`` (50 frames or POSTs of 100 in the
+#: full run), so that filling and draining the pipeline is a small part of the time.
+BATCHED_SCALE = 5
 
 
 def measure_path(
     db: Database, port: int, label: str, driver: Driver, count: int, run: int
 ) -> dict[str, Any]:
     prefix = f"b{run}{uuid.uuid4().hex[:6]}"
+    if driver in (ws_batched, rest_batched):
+        count *= BATCHED_SCALE
     mutations = [board_mutation(prefix, i) for i in range(count)]
-    started = time.perf_counter()
-    results = asyncio.run(driver(port, prefix, mutations))
-    seconds = time.perf_counter() - started
+    results, seconds = asyncio.run(driver(port, prefix, mutations))
     applied = sum(1 for result in results if result.get("status") == "applied")
     ops = db.count("SELECT count(*) FROM syncapp_op WHERE client_id LIKE %s", prefix + "-%")
     records = db.count(
@@ -351,6 +385,7 @@ def measure_path(
     )
     return {
         "path": label,
+        "mutations": count,
         "seconds": seconds,
         "rate": applied / seconds,
         "applied": applied,
@@ -382,6 +417,7 @@ def measure_peer(db: Database, count: int, run: int) -> dict[str, Any]:
     )
     return {
         "path": "peer: send_event (DjangoModelStorage)",
+        "mutations": count,
         "seconds": seconds,
         "rate": count / seconds,
         "applied": count,
@@ -528,15 +564,22 @@ def run(
         functools.partial(run_database, paths=chosen), count, repeats, "syncapp-bench-mut-", db
     )
     rows = [
-        [m["db"], m["path"], count, round(m["seconds"], 3), round(m["rate"], 1),
+        [m["db"], m["path"], m["mutations"], round(m["seconds"], 3), round(m["rate"], 1),
          round(m["ratio"], 2), m["lost"]]
         for m in measured
     ]  # fmt: skip
     notes += [
-        f"{count:,} mutations per path and database, each a create of a testapp.Board "
-        f"(~200-byte op); {'one run' if repeats == 1 else f'median of {repeats} runs'}.",
+        f"{count * BATCHED_SCALE:,} mutations per batched path, {count:,} per single path "
+        f"and for the peer, each a create of a testapp.Board (~200-byte op); "
+        f"{'one run' if repeats == 1 else f'median of {repeats} runs'}; timed from the "
+        "first mutation sent to the last result, the connections already open.",
         "One daphne process, in-memory channel layer, rate limit lifted; the client runs "
-        "in another process on the same 2 cores.",
+        "in another process on the same 2 cores. PostgreSQL "
+        + (
+            "through Django's connection pool, as docs/deployment.md advises under ASGI."
+            if SERVER_ENV.get("BENCH_PG_POOL") == "1"
+            else "without a pool (Django's default: a connection per frame or request)."
+        ),
         "Each applied mutation commits its row, its op and its idempotency record; lost "
         "counts ops and 'done' idempotency records short of (or past) the mutations sent, "
         "plus results that were not 'applied'.",
@@ -582,10 +625,10 @@ def main(argv: list[str] | None = None) -> int:
         help="only these paths (repeatable; default: all); the peer always runs",
     )
     parser.add_argument(
-        "--pg-pool",
+        "--no-pg-pool",
         action="store_true",
-        help="serve PostgreSQL through Django's connection pool (needs psycopg-pool); "
-        "the recorded results are without it",
+        help="serve PostgreSQL without Django's connection pool (Django's default); "
+        "the recorded results are with it, as docs/deployment.md advises",
     )
     parser.add_argument("--peer", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--channel", default=PEER_CHANNEL, help=argparse.SUPPRESS)
@@ -593,9 +636,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.peer is not None:
         _peer_main(args.peer, args.channel)
         return 0
-    if args.pg_pool:
-        SERVER_ENV["BENCH_PG_POOL"] = "1"
-    result = run(args.small, args.db, args.path, record=not args.pg_pool)
+    if args.no_pg_pool:
+        SERVER_ENV.pop("BENCH_PG_POOL", None)
+    result = run(args.small, args.db, args.path, record=not args.no_pg_pool)
     return 1 if result["lost"] else 0
 
 
