@@ -433,8 +433,14 @@ def read_rows(name: str, *, epoch: str, after: int, limit: int) -> RowPage:
 def _seq_of(encoded: str) -> int:
     """The seq of an op from its JSON text. The first ``"seq":`` is the op's own: the
     stream's name and epoch before it hold no quotes."""
-    start = encoded.index('"seq":') + 6
-    return int(encoded[start : encoded.index(",", start)])
+    try:
+        start = encoded.index('"seq":') + 6
+        return int(encoded[start : encoded.index(",", start)])
+    except ValueError as exc:
+        raise RuntimeError(
+            f"An op holds no encoded JSON ({encoded[:60]!r}): ops are written by "
+            "syncapp.oplog.append, never as Op rows by hand."
+        ) from exc
 
 
 def _orm_rows(name: str, after: int, limit: int, using: str) -> list[tuple[str]]:

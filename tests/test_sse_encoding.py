@@ -146,3 +146,10 @@ def test_a_page_with_a_hole_is_refused(monkeypatch, orm):
         oplog.read_rows(STREAM, epoch=stream.epoch, after=0, limit=10)
     assert hole.value.reason == "trimmed"
     assert len(oplog.read_rows(STREAM, epoch=stream.epoch, after=5, limit=10).rows) == 5
+
+
+def test_an_op_row_made_by_hand_is_refused_with_a_clear_error():
+    stream = write([board_op(seq) for seq in range(1, 3)])
+    Op.objects.filter(seq=2).update(encoded="")
+    with pytest.raises(RuntimeError, match=r"written by syncapp\.oplog\.append"):
+        oplog.read_rows(STREAM, epoch=stream.epoch, after=0, limit=10)
