@@ -270,7 +270,7 @@ async def test_dropped_broadcasts_are_recovered_from_the_log(user, board):
 # fan-out
 
 
-async def test_fan_out_makes_no_query_and_encodes_each_op_once(user, board, monkeypatch):
+async def test_fan_out_makes_no_query_and_encodes_nothing(user, board, monkeypatch):
     clients = [await Client(user).connect() for _ in range(20)]
     for client in clients:
         await client.subscribe(stream_of(board))
@@ -297,8 +297,14 @@ async def test_fan_out_makes_no_query_and_encodes_each_op_once(user, board, monk
     for op in ops:
         op.seq += 3
         op.encoded = encoding.encode_op(op, stream.name, stream.epoch)
+
+    def no_encoding(*args):
+        raise AssertionError("the fan-out sends each op's stored text; it encodes nothing")
+
     monkeypatch.setattr(CursorWrapper, "execute", execute)
     monkeypatch.setattr(Batch, "frame", frame)
+    monkeypatch.setattr(encoding, "encode_op", no_encoding)
+    monkeypatch.setattr(oplog, "encode_op", no_encoding)
     await adb(broadcast.send)(stream.name, stream.epoch, ops)
     for client in clients:
         assert seqs(await client.ops(3)) == [4, 5, 6]
