@@ -34,7 +34,7 @@ def before_encoded():
 
 
 def test_ops_written_before_0004_are_encoded_as_encode_op_does(before_encoded, monkeypatch):
-    monkeypatch.setattr("syncapp.migrations.0004_op_encoded.BATCH", 2, raising=False)
+    monkeypatch.setattr("syncapp.migrations.0004_op_encoded.BATCH", 2)  # several batches
     old_stream = before_encoded.get_model("syncapp", "Stream")
     old_op = before_encoded.get_model("syncapp", "Op")
     stream = old_stream.objects.create(name="public:old", epoch="e0", head=5)
