@@ -240,7 +240,8 @@ def save(obj: SyncModel, parent_save: Any, args: tuple[Any, ...], kwargs: dict[s
     written = None if update_fields is None else _attnames(model, list(update_fields))
     with transaction.atomic(using=using, savepoint=False):
         prior = None
-        if obj.pk is not None:
+        # A forced insert has no prior row: were there one, the insert fails and rolls back.
+        if obj.pk is not None and not kwargs.get("force_insert"):
             prior = lock_priors(model, using, [obj.pk]).get(_pk(model, obj.pk))
         stream = stream_after(obj, prior, written)
         p = plan(spec, obj, prior, names, stream, before_save=True)

@@ -5,11 +5,13 @@ keeps the payload's fingerprint and, once done, the result:
 
 1. :func:`claim` (its own short transaction) records the id as in progress, or answers
    with the stored result, :class:`IdempotencyMismatch` or :class:`InProgress`.
-2. The mutation's transaction calls :func:`hold` first and :func:`finish` last, so the
-   result is stored if and only if the mutation's writes commit.
+2. The mutation's transaction calls :func:`finish` last, so the result is stored if and
+   only if the mutation's writes commit.
 
-A claim whose process died is taken over once its lease (``IDEMPOTENCY_LEASE``) runs out;
-:func:`hold` locks the record, so two attempts can never both commit.
+A claim whose process died is taken over once its lease (``IDEMPOTENCY_LEASE``) runs out.
+:func:`finish` stores the result only while the record is still this attempt's, and
+locks it until commit; an attempt whose lease was taken over raises :class:`LeaseLost`
+there and rolls back, so two attempts can never both commit.
 
 A batch does the same set-wise, a few statements whatever its size: :func:`claim_many`
 (one insert and one read), then in the batch's transaction :func:`hold_many` first and
@@ -200,28 +202,24 @@ def _expired(started_at: datetime, now: datetime) -> bool:
     return bool(started_at < now - conf.IDEMPOTENCY_LEASE)
 
 
-def hold(claim: Claim, using: str) -> None:
-    """Lock the record in the mutation's transaction; raise :class:`LeaseLost` if not ours."""
-    record = (
+def finish(claim: Claim, result: MutationResult, using: str) -> None:
+    """Store the final result, last in the mutation's transaction; raise
+    :class:`LeaseLost` if the record is no longer this attempt's (then the transaction
+    must roll back). The update locks the record until commit: an attempt that would
+    take it over waits, then finds it done."""
+    stored = (
         IdempotencyRecord.objects.using(using)
-        .select_for_update()
         .filter(pk=claim.record_id, lease=claim.lease, status=IdempotencyRecord.Status.IN_PROGRESS)
-        .first()
+        .update(status=IdempotencyRecord.Status.DONE, result=msgspec.to_builtins(result))
     )
-    if record is None:
+    if not stored:
         raise LeaseLost()
 
 
-def finish(claim: Claim, result: MutationResult, using: str) -> None:
-    """Store the final result, in the mutation's transaction."""
-    IdempotencyRecord.objects.using(using).filter(pk=claim.record_id).update(
-        status=IdempotencyRecord.Status.DONE, result=msgspec.to_builtins(result)
-    )
-
-
 def hold_many(claims: Iterable[Claim], using: str) -> set[Claim]:
-    """:func:`hold` for many claims in one statement; returns those that are no longer
-    ours (their mutations must not run: :class:`LeaseLost`)."""
+    """Lock many claims' records in one statement, first in a batch's transaction;
+    returns those that are no longer ours (their mutations must not run:
+    :class:`LeaseLost`)."""
     wanted = list(claims)
     if not wanted:
         return set()

@@ -84,7 +84,6 @@ def apply_one(
         return claimed
     try:
         with transaction.atomic(using=using):
-            idempotency.hold(claimed, using)
             result = _execute(mutation, user, client_id, source, using)
             idempotency.finish(claimed, result, using)
         return result
@@ -199,7 +198,7 @@ class _Batch:
 
     The results are stored together last (:func:`idempotency.finish_many`), which checks
     that every record is still this attempt's; without ``fast`` the records are first
-    locked together (:func:`idempotency.hold_many`), as :func:`apply_one` holds its own.
+    locked together (:func:`idempotency.hold_many`).
     """
 
     def __init__(

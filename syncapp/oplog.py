@@ -16,6 +16,7 @@ from itertools import groupby
 from typing import Any
 
 from django.db import connections, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from syncapp import broadcast, context, registry
@@ -162,25 +163,64 @@ def _lock_stream(name: str, using: str) -> Stream:
     return ensure_stream(name, using, lock=True)
 
 
+def _updates_returning(connection: BaseDatabaseWrapper) -> bool:
+    """Whether ``UPDATE ... RETURNING`` works on ``connection``: PostgreSQL, and SQLite
+    from 3.35, the version that brought ``RETURNING`` to inserts and updates alike."""
+    if connection.vendor == "postgresql":
+        return True
+    return bool(
+        connection.vendor == "sqlite" and connection.features.can_return_columns_from_insert
+    )
+
+
+def _converted(
+    connection: BaseDatabaseWrapper, fields: Sequence[Any], row: Sequence[Any]
+) -> list[Any]:
+    """A raw row's values as the ORM would read them (SQLite returns datetimes as text)."""
+    values = []
+    for field, value in zip(fields, row, strict=True):
+        col = field.get_col(field.model._meta.db_table)
+        for convert in connection.ops.get_db_converters(col) + col.get_db_converters(connection):
+            value = convert(value, col, connection)
+        values.append(value)
+    return values
+
+
+def _move_head(name: str, count: int, using: str) -> Stream | None:
+    """``UPDATE ... RETURNING`` the stream's head ``count`` seqs on; None if it has no row."""
+    connection = connections[using]
+    fields = Stream._meta.concrete_fields
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(Stream._meta.db_table)} SET head = head + %s WHERE name = %s "
+            f"RETURNING {', '.join(quote(str(f.column)) for f in fields)}",
+            [count, name],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return Stream.from_db(using, [f.attname for f in fields], _converted(connection, fields, row))
+
+
 def _take_seqs(name: str, count: int, using: str) -> Stream:
     """Lock the stream's head row and move its head ``count`` seqs on; the row as it now
-    is (the seqs taken end at its head). On PostgreSQL one ``UPDATE ... RETURNING``,
-    which holds the row lock until commit as :func:`_lock_stream` does; elsewhere, or
-    for a stream nobody has written yet, lock, read, then write."""
+    is (the seqs taken end at its head). Where the database has ``UPDATE ... RETURNING``
+    (PostgreSQL, SQLite 3.35+) one statement, which holds the row lock (PostgreSQL) or
+    the write lock (SQLite) until commit as :func:`_lock_stream` does (for a stream
+    nobody has written yet, its row is made between two such); elsewhere lock, read,
+    then write."""
     connection = connections[using]
-    if connection.vendor == "postgresql":
-        fields = Stream._meta.concrete_fields
-        names = [f.attname for f in fields]
-        quote = connection.ops.quote_name
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {quote(Stream._meta.db_table)} SET head = head + %s WHERE name = %s "
-                f"RETURNING {', '.join(quote(str(f.column)) for f in fields)}",
-                [count, name],
+    if _updates_returning(connection):
+        stream = _move_head(name, count, using)
+        if stream is None:  # nobody has written it yet: make its row, then move its head
+            Stream.objects.using(using).bulk_create(
+                [Stream(name=name, epoch=genesis_epoch(name))], ignore_conflicts=True
             )
-            row = cursor.fetchone()
-        if row is not None:
-            return Stream.from_db(using, names, row)
+            stream = _move_head(name, count, using)
+        if stream is None:
+            raise RuntimeError(f"The head row of stream {name!r} could not be made.")
+        return stream
     stream = _lock_stream(name, using)
     stream.head += count
     stream.save(update_fields=["head"])

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
+from django.test.utils import CaptureQueriesContext
 
 from syncapp import context
 from syncapp.exceptions import InvalidInput, UnsupportedWrite
@@ -32,6 +33,26 @@ def test_save_create_records_all_synced_fields(board):
     assert set(op.fields) == {"board", "title", "body", "done", "likes", "rank", "updated_at"}
     assert op.fields["title"] == "Write tests"
     assert op.fields["board"] == str(board.pk)
+
+
+def test_a_forced_insert_reads_no_prior_row(board):
+    """``create()`` (a forced insert) has no row to diff against: no read of it."""
+    with CaptureQueriesContext(connection) as queries:
+        card = Card.objects.create(board=board, title="new")
+    reads = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT")]
+    assert not [sql for sql in reads if Card._meta.db_table in sql], reads
+    assert kinds(card_stream(board)) == [(1, "create")]
+    assert ops(card_stream(board))[0].object_pk == str(card.pk)
+
+
+def test_a_forced_insert_of_an_existing_pk_fails_and_records_nothing(board):
+    card = Card.objects.create(board=board, title="a")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Card.objects.create(pk=card.pk, board=board, title="again")
+    assert kinds(card_stream(board)) == [(1, "create")]
+    assert Stream.objects.get(name=card_stream(board)).head == 1
+    card.refresh_from_db()
+    assert (card.title, card.sync_version) == ("a", 1)
 
 
 def test_save_update_records_only_changed_fields(board):

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from datetime import timedelta
 
 import msgspec
 import pytest
 from django.contrib.auth.models import AnonymousUser
-from django.db import connections
+from django.db import connections, transaction
 from django.utils import timezone
 
 from syncapp import idempotency, mutations
 from syncapp.models import IdempotencyRecord, Op
-from syncapp.protocol import fingerprint
+from syncapp.protocol import MutationResult, fingerprint
 from tests.helpers import in_progress_record, mutation
+from tests.testapp.models import Board
 
 pytestmark = pytest.mark.django_db
 
@@ -136,9 +138,89 @@ def test_attempt_whose_lease_ran_out_is_taken_over(user):
 def test_an_attempt_that_lost_its_lease_cannot_finish(user):
     m = board_create()
     claim = idempotency.claim(f"user:{user.pk}", m.id, fingerprint(m), "default")
-    IdempotencyRecord.objects.update(lease=uuid.uuid4())  # taken over by another attempt
-    with pytest.raises(idempotency.LeaseLost):
-        idempotency.hold(claim, "default")
+    taken = uuid.uuid4()
+    IdempotencyRecord.objects.update(lease=taken)  # taken over by another attempt
+    with pytest.raises(idempotency.LeaseLost), transaction.atomic():
+        idempotency.finish(claim, MutationResult(id=m.id, status="gone"), "default")
+    record = IdempotencyRecord.objects.get()
+    assert (record.status, record.lease, record.result) == ("in_progress", taken, None)
+
+
+def test_a_mutation_whose_lease_is_taken_over_while_it_runs_rolls_back(user, monkeypatch):
+    """The take-over happens inside the mutation's transaction here (one connection);
+    on PostgreSQL the test below has another attempt commit it, as in life."""
+    m = board_create()
+    execute = mutations._execute
+
+    def taken_over(*args, **kwargs):
+        result = execute(*args, **kwargs)
+        IdempotencyRecord.objects.update(lease=uuid.uuid4())
+        return result
+
+    monkeypatch.setattr(mutations, "_execute", taken_over)
+    result = apply(m, user)
+    assert (result.status, result.error.code, result.error.retry) == (
+        "rejected",
+        "in_progress",
+        True,
+    )
+    assert not Op.objects.exists()
+    assert not Board.objects.exists()
+
+
+@pytest.mark.postgresql
+@pytest.mark.django_db(transaction=True)
+def test_an_attempt_overtaken_by_a_retry_rolls_back_and_the_retry_commits(
+    user, settings, monkeypatch
+):
+    """A slow attempt's lease runs out (at once, here); a retry takes the record over and
+    commits while the slow one still runs. The slow one rolls back at its finish, which
+    lets the retry's insert of the same board go on: one board, one op, the retry's."""
+    settings.SYNCAPP = {**settings.SYNCAPP, "IDEMPOTENCY_LEASE": 0}
+    m = board_create()
+    execute = mutations._execute
+    retried: list[MutationResult] = []
+    errors: list[BaseException] = []
+
+    def retry() -> None:
+        try:
+            retried.append(apply(m, user))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=retry)
+
+    def slow(*args, **kwargs):
+        result = execute(*args, **kwargs)
+        if threading.current_thread() is thread:
+            return result  # the retry runs at its speed
+        claim = IdempotencyRecord.objects.values_list("lease", flat=True)
+        ours = claim.get()
+        thread.start()
+        # The retry takes the record over (its own transaction, committed) and then
+        # waits for this one's uncommitted board; read committed shows the take-over.
+        deadline = time.monotonic() + 10
+        while claim.get() == ours:
+            assert time.monotonic() < deadline, "the retry did not take the record over"
+            time.sleep(0.01)
+        return result
+
+    monkeypatch.setattr(mutations, "_execute", slow)
+    slowest = apply(m, user)
+    monkeypatch.setattr(mutations, "_execute", execute)
+    thread.join(30)
+    assert errors == []
+    assert (slowest.status, slowest.error.code, slowest.error.retry) == (
+        "rejected",
+        "in_progress",
+        True,
+    )
+    assert [r.status for r in retried] == ["applied"]
+    assert Board.objects.count() == 1
+    assert [op.mutation_id for op in Op.objects.all()] == [m.id]
+    assert apply(m, user) == retried[0]
 
 
 def test_expire_deletes_records_past_the_ttl(user, settings):

@@ -470,26 +470,3 @@ def test_failing_claim_is_a_retryable_internal_error(user, monkeypatch):
         "internal_error",
         True,
     )
-
-
-def test_attempt_that_lost_its_lease_answers_in_progress(user, monkeypatch):
-    from syncapp import idempotency
-
-    def lost(*args):
-        raise idempotency.LeaseLost()
-
-    monkeypatch.setattr(idempotency, "hold", lost)
-    m = mutation(
-        stream="boards",
-        model="testapp.board",
-        pk=str(uuid.uuid4()),
-        op="create",
-        fields={"name": "x"},
-    )
-    result = mutations.apply_one(m, user=user, client_id="c1", source="test")
-    assert (result.status, result.error.code, result.error.retry) == (
-        "rejected",
-        "in_progress",
-        True,
-    )
-    assert not Board.objects.filter(name="x").exists()

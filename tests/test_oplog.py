@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from syncapp import encoding, oplog
 from syncapp.exceptions import InvalidInput, ResetRequired
@@ -154,3 +155,31 @@ def test_encoded_op_has_the_protocol_shape(board):
     ]
     assert (data["pk"], data["op"], data["mutation"]) == (str(card.pk), "create", None)
     assert data["ts"].endswith("Z")
+
+
+def test_taking_seqs_is_one_statement_and_reads_the_stream_as_the_orm_does(stream_with_ops):
+    """``UPDATE ... RETURNING`` on PostgreSQL and SQLite 3.35+; the row it returns is
+    converted as the ORM converts it (SQLite returns datetimes as text)."""
+    before = Stream.objects.get(name=stream_with_ops.name)
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        taken = oplog._take_seqs(before.name, 3, "default")
+    statements = [q["sql"] for q in queries.captured_queries]
+    assert [sql.split()[0] for sql in statements if "syncapp_stream" in sql] == ["UPDATE"]
+    assert (taken.pk, taken.name, taken.epoch, taken.head, taken.oldest_seq) == (
+        before.pk,
+        before.name,
+        before.epoch,
+        before.head + 3,
+        before.oldest_seq,
+    )
+    assert taken.created_at == before.created_at
+    assert Stream.objects.get(pk=before.pk).head == before.head + 3
+
+
+def test_the_first_write_to_a_stream_creates_its_row():
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        taken = oplog._take_seqs("fresh", 2, "default")
+    statements = [q["sql"].split()[0] for q in queries.captured_queries]
+    assert statements == ["UPDATE", "INSERT", "UPDATE"]
+    assert (taken.name, taken.head, taken.epoch) == ("fresh", 2, oplog.genesis_epoch("fresh"))
+    assert Stream.objects.get(name="fresh").head == 2
