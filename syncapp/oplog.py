@@ -141,6 +141,13 @@ def head_of(name: str, using: str | None = None) -> Stream:
     return stream or Stream(name=name, epoch=genesis_epoch(name))
 
 
+def _make_stream(name: str, using: str) -> None:
+    """Insert the stream's head row at its genesis epoch, unless someone already has."""
+    Stream.objects.using(using).bulk_create(
+        [Stream(name=name, epoch=genesis_epoch(name))], ignore_conflicts=True
+    )
+
+
 def ensure_stream(name: str, using: str | None = None, *, lock: bool = False) -> Stream:
     """The stream's head row, created if missing (safe against concurrent creators);
     with ``lock``, locked until the transaction ends."""
@@ -150,9 +157,7 @@ def ensure_stream(name: str, using: str | None = None, *, lock: bool = False) ->
         rows = rows.select_for_update()
     stream = rows.filter(name=name).first()
     if stream is None:
-        Stream.objects.using(using).bulk_create(
-            [Stream(name=name, epoch=genesis_epoch(name))], ignore_conflicts=True
-        )
+        _make_stream(name, using)
         stream = rows.get(name=name)
     return stream
 
@@ -214,9 +219,7 @@ def _take_seqs(name: str, count: int, using: str) -> Stream:
     if _updates_returning(connection):
         stream = _move_head(name, count, using)
         if stream is None:  # nobody has written it yet: make its row, then move its head
-            Stream.objects.using(using).bulk_create(
-                [Stream(name=name, epoch=genesis_epoch(name))], ignore_conflicts=True
-            )
+            _make_stream(name, using)
             stream = _move_head(name, count, using)
         if stream is None:
             raise RuntimeError(f"The head row of stream {name!r} could not be made.")
