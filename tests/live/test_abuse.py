@@ -217,8 +217,10 @@ async def test_an_abusive_client_is_throttled_while_a_good_one_keeps_its_latency
     )
     print(report)
 
-    # The abuser was throttled...
-    assert counts["rate_limited"] > counts["sent"] / 10, report
+    # The abuser was throttled: most of what the servers answered it was a refusal. (Not
+    # a share of what it sent: it writes faster than the servers read, so how many of its
+    # frames are answered at all before it stops depends on how busy the host is.)
+    assert counts["rate_limited"] > 5 * counts["acked"], report
     # ...within its user's one budget, shared by its connections on both processes (per
     # process, or per connection, it would get two to four times as much applied)...
     assert applied <= budget, report
