@@ -21,7 +21,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, unquote
 
 from asgiref.sync import sync_to_async
@@ -316,14 +316,24 @@ class PageEncoder:
     def __init__(self, channel: str, epoch: str) -> None:
         self.epoch = epoch
         self.id_prefix = f"event: {EVENT_TYPE}\nid: {quote(channel)}:"
+        self.id_prefix_bytes = self.id_prefix.encode()
 
     def encode(self, page: oplog.RowPage) -> bytes:
-        """The ops of ``page`` as one piece of SSE text."""
-        prefix, seqs = self.id_prefix, range(page.first, page.first + len(page.rows))
+        """The ops of ``page`` as one piece of SSE text (UTF-8)."""
+        rows, seqs = page.rows, range(page.first, page.first + len(page.rows))
+        if rows and isinstance(rows[0][0], bytes):  # SQLite's: framed as bytes
+            raw = self.id_prefix_bytes
+            return b"".join(
+                [
+                    b"%b%d\ndata: %b\n\n" % (raw, seq, blob)
+                    for seq, (blob,) in zip(seqs, cast("list[tuple[bytes]]", rows), strict=True)
+                ]
+            )
+        prefix = self.id_prefix
         return "".join(
             [
                 f"{prefix}{seq}\ndata: {text}\n\n"
-                for seq, (text,) in zip(seqs, page.rows, strict=True)
+                for seq, (text,) in zip(seqs, cast("list[tuple[str]]", rows), strict=True)
             ]
         ).encode()
 

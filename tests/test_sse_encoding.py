@@ -4,6 +4,7 @@ the same text as django-eventstream writes through ``OpLogStorage``, byte for by
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Any
 
@@ -104,15 +105,41 @@ def through_the_orm(monkeypatch: Any) -> None:
     monkeypatch.setattr(oplog, "_row_statements", lambda alias: None)
 
 
+def as_text(page: oplog.RowPage) -> oplog.RowPage:
+    """``page`` with each op's JSON as text (SQLite's own statement returns its bytes)."""
+    rows = [(t.decode() if isinstance(t, bytes) else t,) for (t,) in page.rows]
+    return dataclasses.replace(page, rows=rows)
+
+
 def test_the_readers_own_statements_return_what_the_orms_query_does(monkeypatch):
-    stream = write([board_op(seq) for seq in range(1, 21)])
-    pages = [(0, 5), (5, 100), (19, 1)]
+    stream = write([board_op(seq) for seq in range(1, 21)] + [FORMS["text that is not ASCII"](21)])
+    pages = [(0, 5), (5, 100), (20, 1)]
     ours = [oplog.read_rows(STREAM, epoch=stream.epoch, after=a, limit=n) for a, n in pages]
     through_the_orm(monkeypatch)
     theirs = [oplog.read_rows(STREAM, epoch=stream.epoch, after=a, limit=n) for a, n in pages]
-    assert ours == theirs
-    assert [(page.first, len(page.rows)) for page in ours] == [(1, 5), (6, 15), (20, 1)]
-    assert all(f'"seq":{seq},' in text for seq, (text,) in enumerate(ours[1].rows, start=6))
+    assert [as_text(page) for page in ours] == theirs
+    assert [(page.first, len(page.rows)) for page in ours] == [(1, 5), (6, 16), (21, 1)]
+    texts = as_text(ours[1]).rows
+    assert all(f'"seq":{seq},' in text for seq, (text,) in enumerate(texts, start=6))
+    # SQLite hands over the stored bytes, undecoded; PostgreSQL the text.
+    kind = bytes if connection.vendor == "sqlite" else str
+    assert {type(text) for page in ours for (text,) in page.rows} == {kind}
+    assert {type(text) for page in theirs for (text,) in page.rows} == {str}
+
+
+@pytest.mark.parametrize("orm", [False, True], ids=["own statements", "orm"])
+def test_pages_as_bytes_or_text_are_the_same_sse_text(monkeypatch, orm):
+    """The encoder frames SQLite's bytes and the text of the others alike, text that is
+    not ASCII included."""
+    if orm:
+        through_the_orm(monkeypatch)
+    stream = write([FORMS["text that is not ASCII"](seq) for seq in range(1, 6)])
+    page = oplog.read_rows(STREAM, epoch=stream.epoch, after=0, limit=10)
+    encoder = sse.PageEncoder(channel_for(STREAM), stream.epoch)
+    text = encoder.encode(page)
+    assert text == encoder.encode(as_text(page))
+    assert text.decode() == eventstream_text(STREAM, 0)
+    assert "naïve ☃".encode() in text
 
 
 @pytest.mark.parametrize("orm", [False, True], ids=["own statements", "orm"])
