@@ -343,11 +343,11 @@ def bulk_insertable(model: type[models.Model]) -> bool:
 
 
 def insert_new(spec: SyncSpec, objs: Sequence[SyncModel], using: str) -> list[list[oplog.OpDraft]]:
-    """Insert ``objs``, new objects of one :func:`bulk_insertable` model whose primary keys
-    are absent from the table, with one INSERT; return the ops of each, to append in the
-    same transaction. Set-wise what ``save()`` does for each: stamp the sync metadata of a
-    create, write the row, describe it as stored. The caller knows the rows are absent
-    (``save()`` would read each under a lock); one that is not fails the INSERT."""
+    """Insert ``objs``, new objects of one :func:`bulk_insertable` model, with one INSERT;
+    return the ops of each, to append in the same transaction. Set-wise what ``save()``
+    does for each: stamp the sync metadata of a create, write the row, describe it as
+    stored. Nothing is read first (``save()`` would read each row under a lock): a primary
+    key that is taken fails the INSERT, and the caller runs its savepoint back."""
     plans = [
         plan(spec, obj, None, spec.fields, stream_after(obj, None, None), before_save=True)
         for obj in objs

@@ -7,7 +7,7 @@ the stored result. A batch's results come back in order.
 
 Group commit: a batch claims all its ids in one transaction (one insert), then applies
 every mutation in one transaction and stores every result with one update. Creates of
-absent objects are checked one by one and inserted together (:class:`_Batch`); every
+new objects are checked one by one and inserted together (:class:`_Batch`); every
 other mutation runs under a savepoint of its own, so that each stands or falls alone (a
 rejected or failed mutation rolls back its savepoint: its writes, its ops and their
 broadcast). The batch rings each stream's channel-layer group once. A mutation that fails
@@ -184,8 +184,8 @@ class _Pending:
 class _Batch:
     """Applies the claimed mutations of one batch inside its transaction.
 
-    With ``fast``, creates of absent objects of a :func:`~syncapp.capture.bulk_insertable`
-    model are checked one by one, exactly as :class:`~syncapp.writer.Writer` checks them,
+    With ``fast``, creates of a :func:`~syncapp.capture.bulk_insertable` model are checked
+    one by one, exactly as :class:`~syncapp.writer.Writer` checks them,
     but written together: consecutive such creates are inserted with one INSERT per model
     and their ops appended with one lock of each stream, when the next mutation that is
     not such a create comes, or at the end. Everything else runs as before, one mutation
@@ -193,8 +193,9 @@ class _Batch:
     mutation sees what came before it, and seqs follow the batch's order. The checks run
     no savepoint: they write nothing (a check that does, or fails unexpectedly, sends the
     whole batch back to run without this path). A create refused while others wait to be
-    written is checked again once they are, in case it needed them. Should the INSERT
-    fail (a constraint the checks cannot see), the waiting creates run one by one.
+    written is checked again once they are, in case it needed them, and runs alone if its
+    pk is taken. Should the INSERT fail (a pk that is taken, or a constraint the checks
+    cannot see), the waiting creates run one by one.
 
     The results are stored together last (:func:`idempotency.finish_many`), which checks
     that every record is still this attempt's; without ``fast`` the records are first
@@ -262,10 +263,11 @@ class _Batch:
             raise _Unsafe("an idempotency record was taken over meanwhile")
 
     def _candidates(self) -> dict[int, tuple[SyncSpec, Any]]:
-        """The creates that may go set-wise: of a bulk-insertable model, with a pk that is
-        not in the table (one read per model)."""
+        """The creates that may go set-wise: of a bulk-insertable model, with a valid pk.
+        Whether the pk is taken is not read first: a taken one fails the INSERT, and the
+        creates waiting with it then run one by one (exactly); one refused by its checks
+        is looked up then (:meth:`_fast`)."""
         wanted: dict[int, tuple[SyncSpec, Any]] = {}
-        by_model: dict[type[Any], set[Any]] = {}
         for i in self.live:
             m = self.mutations[i]
             spec = registry.by_label(m.model) if m.op == "create" else None
@@ -277,12 +279,7 @@ class _Batch:
                 continue
             if pk is not None:
                 wanted[i] = (spec, pk)
-                by_model.setdefault(spec.model, set()).add(pk)
-        for model, pks in by_model.items():
-            rows = model._base_manager.db_manager(self.using)
-            for chunk in capture.chunked(sorted(pks, key=str)):
-                pks.difference_update(rows.filter(pk__in=chunk).values_list("pk", flat=True))
-        return {i: (spec, pk) for i, (spec, pk) in wanted.items() if pk in by_model[spec.model]}
+        return wanted
 
     def _watch(self, execute: Any, sql: str, params: Any, many: bool, ctx: Any) -> Any:
         if sql.lstrip()[:6].upper() != "SELECT":
@@ -302,6 +299,10 @@ class _Batch:
                 self.touched.add(key)
                 return True
             if not self.pending:
+                if self._taken(spec, pk):
+                    # Alone, a create of a taken pk answers `exists` (or that the object
+                    # may not be read) before any check of its fields: it runs alone.
+                    return False
                 self.results[i] = outcome
                 return True
             # Refused while earlier creates wait: they may be what it missed (a reference
@@ -309,6 +310,9 @@ class _Batch:
             self._flush()
             if self.stopped:
                 return False
+
+    def _taken(self, spec: SyncSpec, pk: Any) -> bool:
+        return bool(spec.model._base_manager.db_manager(self.using).filter(pk=pk).exists())
 
     def _check(self, i: int, spec: SyncSpec, pk: Any) -> _Pending | MutationResult:
         m = self.mutations[i]
