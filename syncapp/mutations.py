@@ -312,6 +312,7 @@ class _Batch:
                 return False
 
     def _taken(self, spec: SyncSpec, pk: Any) -> bool:
+        """Whether a row of ``spec``'s model has primary key ``pk`` (a read, no lock)."""
         return bool(spec.model._base_manager.db_manager(self.using).filter(pk=pk).exists())
 
     def _check(self, i: int, spec: SyncSpec, pk: Any) -> _Pending | MutationResult:

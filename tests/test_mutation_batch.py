@@ -55,7 +55,7 @@ def test_a_batch_of_creates_costs_a_few_statements_not_a_few_per_mutation(user):
     assert [r.status for r in results] == ["applied"] * 100
     assert [r.seq for r in results] == list(range(1, 101))
     assert all(r.version == 1 and r.object.fields["name"] == f"b{i}" for i, r in enumerate(results))
-    # Claims (an insert; on SQLite and a read), one INSERT of the rows, the stream's head
+    # Claims (an insert; on SQLite also a read), one INSERT of the rows, the stream's head
     # (new: UPDATE, INSERT, UPDATE), one INSERT of the ops (SQLite: two, at 999 parameters
     # a statement), the results; BEGIN/COMMIT twice and a savepoint around the writes: 13
     # statements on PostgreSQL, 15 on SQLite. Per-mutation statements would be hundreds.
