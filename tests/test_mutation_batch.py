@@ -241,7 +241,7 @@ def test_creates_that_fail_together_are_applied_one_by_one(user, monkeypatch, ca
 
 @pytest.mark.postgresql
 def test_a_pk_created_concurrently_meets_the_create_alone(user, monkeypatch):
-    """Another transaction commits a board with a pk the batch found absent: the one
+    """Another transaction commits a board with a pk the batch is about to insert: the one
     INSERT fails, and run one by one, that create gets the conflict it would alone."""
     insert_new = capture.insert_new
     taken = str(uuid.uuid4())
