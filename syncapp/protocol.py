@@ -70,12 +70,30 @@ def with_id(request: MutationRequest, key: uuid.UUID) -> Mutation:
 
 
 class ErrorInfo(Struct, kw_only=True, omit_defaults=True):
-    """Why a mutation was not applied as sent."""
+    """Why a mutation was not applied as sent.
+
+    Its texts hold no NUL: a message that quotes what the client sent (an invalid pk, a
+    choice that is not one) may carry one, which PostgreSQL's ``jsonb``, where the result
+    is kept for retries, cannot store. Each becomes U+FFFD, in the answer and in what a
+    retry gets alike."""
 
     code: str
     message: str
     fields: dict[str, list[str]] | None = None
     retry: bool = False
+
+    def __post_init__(self) -> None:
+        if "\x00" in self.message:
+            self.message = self.message.replace("\x00", "\ufffd")
+        if self.fields is not None:
+            self.fields = {
+                _no_nul(name): [_no_nul(text) for text in texts]
+                for name, texts in self.fields.items()
+            }
+
+
+def _no_nul(text: str) -> str:
+    return text.replace("\x00", "\ufffd")
 
 
 class ObjectState(Struct, kw_only=True):

@@ -470,3 +470,41 @@ def test_failing_claim_is_a_retryable_internal_error(user, monkeypatch):
         "internal_error",
         True,
     )
+
+
+def test_a_nul_in_what_a_rejection_quotes_is_stored_and_answered_alike(user, board):
+    """A pk, or a field value, with a NUL: the rejection quotes it, and PostgreSQL's jsonb
+    (which keeps the result for retries) cannot hold a NUL. The NUL becomes U+FFFD, so the
+    mutation is rejected as invalid, not failed, and a retry gets the same answer."""
+    stream = f"board:{board.pk}"
+    bad_pk = mutation(
+        stream=stream, model="testapp.card", pk="\x00", op="create", fields={"title": "t"}
+    )
+    bad_field = mutation(
+        stream=stream,
+        model="testapp.card",
+        pk=str(uuid.uuid4()),
+        op="create",
+        fields={"board": "\x00x", "title": "t"},
+    )
+    good = mutation(
+        stream=stream,
+        model="testapp.card",
+        pk=str(uuid.uuid4()),
+        op="create",
+        fields={"board": str(board.pk), "title": "t"},
+    )
+    for batch in ([bad_pk], [bad_field], [good, bad_pk, bad_field]):
+        results = mutations.apply(batch, user=user, client_id="c1", source="test")
+        assert [r.status for r in results] == [
+            "applied" if m is good else "rejected" for m in batch
+        ], results
+        rejected = [r for r in results if r.status == "rejected"]
+        assert {r.error.code for r in rejected} <= {"invalid_pk", "validation_failed"}
+        for r in rejected:
+            assert "\x00" not in r.error.message
+            assert "\ufffd" in r.error.message + repr(r.error.fields)
+        # A retry is answered from the stored records, identically.
+        assert mutations.apply(batch, user=user, client_id="c1", source="test") == results
+    assert Card.objects.filter(pk=good.pk).exists()
+    assert IdempotencyRecord.objects.filter(status="done").count() == 3
