@@ -83,8 +83,7 @@ class ErrorInfo(Struct, kw_only=True, omit_defaults=True):
     retry: bool = False
 
     def __post_init__(self) -> None:
-        if "\x00" in self.message:
-            self.message = self.message.replace("\x00", "\ufffd")
+        self.message = _no_nul(self.message)
         if self.fields is not None:
             self.fields = {
                 _no_nul(name): [_no_nul(text) for text in texts]
