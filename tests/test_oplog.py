@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from syncapp import encoding, oplog
+from syncapp import context, encoding, oplog
 from syncapp.exceptions import InvalidInput, ResetRequired
-from syncapp.models import Stream
+from syncapp.models import Op, Stream
 from tests.testapp.models import Board, Card, Doc
 
 pytestmark = pytest.mark.django_db
@@ -183,3 +184,37 @@ def test_the_first_write_to_a_stream_creates_its_row():
     assert statements == ["UPDATE", "INSERT", "UPDATE"]
     assert (taken.name, taken.head, taken.epoch) == ("fresh", 2, oplog.genesis_epoch("fresh"))
     assert Stream.objects.get(name="fresh").head == 2
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_appended_ops_hold_what_the_log_stored_and_their_stream(user, count):
+    """The ops :func:`oplog.append` returns are what the log holds, column by column, and
+    know their stream without a query (one op goes through ``bulk_create``, several
+    through the set-wise insert on PostgreSQL)."""
+    key = uuid.uuid4()
+    drafts = [
+        oplog.OpDraft("appended", "testapp.doc", str(i), "create", {"title": f"t{i}"}, 1)
+        for i in range(count)
+    ]
+    with (
+        transaction.atomic(),
+        context.attribute(actor=user, client_id="c-1", mutation_id=key, source="test"),
+    ):
+        ops = oplog.append(drafts)
+    columns = [field.attname for field in Op._meta.concrete_fields]
+    stored = {op.pk: op for op in Op.objects.filter(stream__name="appended")}
+    assert len(stored) == count
+    for op in ops:
+        assert [getattr(op, name) for name in columns] == [
+            getattr(stored[op.pk], name) for name in columns
+        ]
+        assert (op.actor_id, op.client_id, op.mutation_id, op.source) == (
+            user.pk,
+            "c-1",
+            key,
+            "test",
+        )
+        assert not op._state.adding
+        with CaptureQueriesContext(connection) as queries:
+            assert op.stream.name == "appended"
+        assert queries.captured_queries == []
