@@ -271,15 +271,25 @@ def synced_senders() -> Iterator[type[models.Model]]:
 
 def by_label(label: str) -> SyncSpec | None:
     """The spec of the synced model named ``label`` (``app_label.modelname``), or None."""
+    spec = _by_label.get(label)
+    if spec is not None:
+        return spec
     try:
         model = apps.get_model(label)
     except (LookupError, ValueError):
         return None
     if not is_synced(model) or model._meta.label_lower != label:
         return None
-    return spec_for(model)
+    # Remembered once found (a mutation and its op each look their model up); a label
+    # that names no synced model is not, so clients cannot grow this.
+    spec = _by_label[label] = spec_for(model)
+    return spec
+
+
+_by_label: dict[str, SyncSpec] = {}
 
 
 def clear() -> None:
     """Forget built specs (tests that change declarations call it)."""
     _specs.clear()
+    _by_label.clear()
