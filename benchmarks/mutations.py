@@ -467,13 +467,15 @@ def run_database(
         asyncio.run(ws_batched(server.port, "warmup", [board_mutation("w", i) for i in range(100)]))
         asyncio.run(rest_single(server.port, "warmup", [board_mutation("w", i) for i in range(16)]))
         samples: dict[str, list[dict[str, Any]]] = {}
+        peer = []
+        # The peer runs in every round, right after syncapp's paths (the server idle
+        # meanwhile): the host's speed drifts over minutes, and the ratio compares rates
+        # measured close together.
         for run in range(repeats):
             for label, driver in paths:
                 sample = measure_path(db, server.port, label, driver, count, run)
                 samples.setdefault(label, []).append(sample)
-        server.stop()
-        server = None
-        peer = [measure_peer(db, count, run) for run in range(repeats)]
+            peer.append(measure_peer(db, count, run))
     finally:
         if server is not None:
             server.stop()
@@ -584,8 +586,8 @@ def run(
         "counts ops and 'done' idempotency records short of (or past) the mutations sent, "
         "plus results that were not 'applied'.",
         "Peer: django-eventstream send_event() with DjangoModelStorage, called in a loop in "
-        "a process of its own on the same database, as many events of the same size "
-        "(the server stopped meanwhile).",
+        "a process of its own on the same database, as many events of the same size, "
+        "after syncapp's paths in each run (the server idle meanwhile).",
     ]
     goals = []
     for m in measured:
