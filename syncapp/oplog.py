@@ -287,15 +287,21 @@ _OP_PLAIN = frozenset(
 
 def _insert_ops(ops: list[Op], using: str) -> None:
     """Insert ``ops`` (of one stream) as ``bulk_create`` would; on PostgreSQL with one
-    ``INSERT ... SELECT * FROM unnest(...)`` of one array per column, bound on the server
-    (:func:`server_binding`), without the ORM's per-value compilation."""
+    ``INSERT ... SELECT ... FROM unnest(...)``, bound on the server
+    (:func:`server_binding`), without the ORM's per-value compilation: one array per
+    column whose values differ, one value for a column that is the same for every op
+    (its stream, model, kind, time, attribution: most columns of a batch's ops)."""
     connection = connections[using]
     if len(ops) < 2 or connection.vendor != "postgresql" or _binding_cursor() is None:
         Op.objects.using(using).bulk_create(ops)
         return
     by_name = {field.name: field for field in Op._meta.concrete_fields}
     fields = [by_name[name] for name in _OP_FIELDS]
-    columns: list[list[Any]] = []
+    quote = connection.ops.quote_name
+    selected: list[str] = []
+    scalars: list[Any] = []
+    unnested: list[str] = []
+    arrays: list[list[Any]] = []
     for field in fields:
         values = [getattr(op, field.attname) for op in ops]
         if field.name == "fields":
@@ -310,17 +316,26 @@ def _insert_ops(ops: list[Op], using: str) -> None:
                 if id(value) not in prepared:
                     prepared[id(value)] = field.get_db_prep_save(value, connection)
             values = [prepared[id(value)] for value in values]
-        columns.append(values)
-    quote = connection.ops.quote_name
+        cast = str(field.db_type(connection)).split("(")[0]
+        first = values[0]
+        if field.name != "seq" and all(v is first or v == first for v in values):
+            selected.append(f"%s::{cast}")
+            scalars.append(first)
+        else:
+            column = f"c{len(arrays)}"
+            selected.append(f"v.{column}")
+            unnested.append(f"%s::{cast}[]")
+            arrays.append(values)
     names = ", ".join(quote(str(field.column)) for field in fields)
-    arrays = ", ".join(f"%s::{str(field.db_type(connection)).split('(')[0]}[]" for field in fields)
+    columns = ", ".join(f"c{i}" for i in range(len(arrays)))
     pk = Op._meta.pk
     assert pk is not None
     with server_binding(using), connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {quote(Op._meta.db_table)} ({names}) "
-            f"SELECT * FROM unnest({arrays}) RETURNING {quote(str(pk.column))}, seq",
-            columns,
+            f"SELECT {', '.join(selected)} FROM unnest({', '.join(unnested)}) AS v({columns}) "
+            f"RETURNING {quote(str(pk.column))}, seq",
+            [*scalars, *arrays],
         )
         ids = {seq: id_ for id_, seq in cursor.fetchall()}
     for op in ops:

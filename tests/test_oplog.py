@@ -186,16 +186,35 @@ def test_the_first_write_to_a_stream_creates_its_row():
     assert Stream.objects.get(name="fresh").head == 2
 
 
-@pytest.mark.parametrize("count", [1, 3])
-def test_appended_ops_hold_what_the_log_stored_and_their_stream(user, count):
+@pytest.mark.parametrize(("count", "mixed"), [(1, False), (3, False), (4, True)])
+def test_appended_ops_hold_what_the_log_stored_and_their_stream(user, count, mixed):
     """The ops :func:`oplog.append` returns are what the log holds, column by column, and
-    know their stream without a query (one op goes through ``bulk_create``, several
-    through the set-wise insert on PostgreSQL)."""
+    know their stream without a query. One op goes through ``bulk_create``, several
+    through the set-wise insert on PostgreSQL, which sends a column that is the same for
+    every op as one value: ``mixed`` ops differ in every column that can."""
     key = uuid.uuid4()
     drafts = [
         oplog.OpDraft("appended", "testapp.doc", str(i), "create", {"title": f"t{i}"}, 1)
         for i in range(count)
     ]
+    if mixed:
+        drafts = [
+            oplog.OpDraft(
+                "appended",
+                "testapp.doc" if i % 2 else "testapp.board",
+                str(i) if i % 2 else str(uuid.uuid4()),
+                "update" if i % 2 else "create",
+                {"title": "same"},
+                i + 1,
+                context.Attribution(
+                    actor_id=user.pk if i % 2 else None,
+                    client_id=f"c-{i}",
+                    mutation_id=uuid.uuid4() if i else None,
+                    source="test" if i % 2 else "other",
+                ),
+            )
+            for i in range(count)
+        ]
     with (
         transaction.atomic(),
         context.attribute(actor=user, client_id="c-1", mutation_id=key, source="test"),
@@ -204,15 +223,23 @@ def test_appended_ops_hold_what_the_log_stored_and_their_stream(user, count):
     columns = [field.attname for field in Op._meta.concrete_fields]
     stored = {op.pk: op for op in Op.objects.filter(stream__name="appended")}
     assert len(stored) == count
-    for op in ops:
+    assert [op.seq for op in ops] == list(range(1, count + 1))
+    for op, draft in zip(ops, drafts, strict=True):
         assert [getattr(op, name) for name in columns] == [
             getattr(stored[op.pk], name) for name in columns
         ]
+        by = draft.attribution or context.Attribution(user.pk, "c-1", key, "test")
+        assert (op.model, op.kind, op.fields, op.version) == (
+            draft.model,
+            draft.kind,
+            draft.fields,
+            draft.version,
+        )
         assert (op.actor_id, op.client_id, op.mutation_id, op.source) == (
-            user.pk,
-            "c-1",
-            key,
-            "test",
+            by.actor_id,
+            by.client_id,
+            by.mutation_id,
+            by.source,
         )
         assert not op._state.adding
         with CaptureQueriesContext(connection) as queries:
