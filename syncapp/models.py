@@ -49,7 +49,8 @@ class Op(models.Model):
         UPDATE = "update"
         DELETE = "delete"
 
-    stream = models.ForeignKey(Stream, on_delete=models.CASCADE, related_name="ops")
+    # No index of its own: the (stream, seq) unique constraint's index leads with it.
+    stream = models.ForeignKey(Stream, on_delete=models.CASCADE, related_name="ops", db_index=False)
     seq = models.PositiveBigIntegerField()
     model = models.CharField(max_length=100, help_text="The model's label_lower.")
     object_pk = models.CharField(max_length=255)

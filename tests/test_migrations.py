@@ -57,3 +57,43 @@ def test_ops_written_before_0004_are_encoded_as_encode_op_does(before_encoded, m
     for op in ops:
         assert op.encoded == encoding.encode_op(op, "public:old", "e0")
         assert '"epoch":"e0"' in op.encoded
+
+
+def stream_indexes() -> dict[str, list[str]]:
+    """The indexes of the op table (unique ones included) whose first column is
+    ``stream_id``: name -> columns."""
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, Op._meta.db_table)
+    return {
+        name: info["columns"]
+        for name, info in constraints.items()
+        if (info["index"] or info["unique"])
+        and info["columns"]
+        and info["columns"][0] == "stream_id"
+    }
+
+
+def test_0005_drops_the_stream_index_the_unique_constraint_makes_redundant():
+    assert list(stream_indexes().values()) == [["stream_id", "seq"]]
+    executor = migrate([("syncapp", "0004_op_encoded")])
+    try:
+        before = stream_indexes()
+        assert sorted(before.values()) == [["stream_id"], ["stream_id", "seq"]]
+        # Rows written before it stay, and so does reading them by stream.
+        old_apps = executor.loader.project_state([("syncapp", "0004_op_encoded")]).apps
+        stream = old_apps.get_model("syncapp", "Stream").objects.create(name="public:kept")
+        old_apps.get_model("syncapp", "Op").objects.create(
+            stream=stream,
+            seq=1,
+            model="testapp.doc",
+            object_pk="1",
+            kind="create",
+            fields={},
+            version=1,
+            created_at=datetime(2024, 5, 6, tzinfo=UTC),
+            encoded="{}",
+        )
+    finally:
+        executor = migrate(executor.loader.graph.leaf_nodes("syncapp"))
+    assert list(stream_indexes().values()) == [["stream_id", "seq"]]
+    assert list(Op.objects.filter(stream__name="public:kept").values_list("seq", flat=True)) == [1]
