@@ -11,6 +11,7 @@ import asyncio
 import logging
 import secrets
 import sys
+import threading
 from collections import deque
 from collections.abc import Coroutine
 from typing import Any
@@ -274,6 +275,13 @@ def _writable_directly(protocol: Any, transport: Any) -> bool:
     )
 
 
+def error_frame(code: str, message: str, ref: Ref | None = None, **extra: Any) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "error", "code": code, "message": message, **extra}
+    if ref is not None:
+        frame["ref"] = ref
+    return frame
+
+
 def text_frame(text: str) -> bytes:
     """``text`` as a final, unmasked WebSocket text frame (RFC 6455 section 5.2), as a
     server sends it."""
@@ -344,10 +352,15 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         # idle connection holds no task (docs/benchmarks.md, memory).
         self.writer: asyncio.Task[None] | None = None
         self.mutation_bucket = TokenBucket(conf.MUTATION_RATE, conf.MUTATION_BURST, self.hub.timer)
-        # Mutate frames waiting for the mutator task (both made by the first mutate frame).
+        # Mutate frames waiting for the mutator task (both made by the first mutate frame),
+        # its takers (at most two: one applying, one waiting for the worker thread) and
+        # what they applied, in order.
         self.mutating: deque[MutateFrame | dict[str, Any]] | None = None
         self.mutator: asyncio.Task[None] | None = None
         self.mutated: asyncio.Event | None = None
+        self.takers: deque[asyncio.Task[None]] = deque()
+        self.answered: deque[dict[str, Any]] = deque()
+        self.taking = threading.Lock()
         self.presence_bucket = TokenBucket(
             conf.PRESENCE_MAX_RATE, conf.PRESENCE_BURST, self.hub.timer
         )
@@ -507,10 +520,7 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.push(encoding.dumps(frame))
 
     def push_error(self, code: str, message: str, ref: Ref | None = None, **extra: Any) -> None:
-        frame: dict[str, Any] = {"type": "error", "code": code, "message": message, **extra}
-        if ref is not None:
-            frame["ref"] = ref
-        self.push_frame(frame)
+        self.push_frame(error_frame(code, message, ref, **extra))
 
     def flush(self, frames: Frames) -> None:
         """Send what is queued: called by the hub once per turn of the event loop for every
@@ -808,12 +818,15 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             else:
                 self.push_frame(refusal)
             return
-        # Applied by the connection's mutator, so that frames that arrive while a batch is
-        # applied are applied together (group commit across frames, each still acked on
-        # its own, in order). A client that queues more than MUTATE_QUEUE frames waits.
+        # Taken from the queue by the connection's takers in the worker thread, so that
+        # frames that arrive while a batch is applied are applied together (group commit
+        # across frames, each still acked on its own, in order); answered by its mutator.
+        # A client that queues more than MUTATE_QUEUE frames waits.
         if self.mutating is None:
             self.mutating = deque()
         self.mutating.append(frame)
+        if len(self.takers) < 2:
+            self.takers.append(self.spawn(database_sync_to_async(self._take)()))
         if self.mutator is None or self.mutator.done():
             self.mutator = self.spawn(self._apply_queued())
         while self.mutating is not None and len(self.mutating) > MUTATE_QUEUE:
@@ -830,58 +843,72 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await asyncio.wait([mutator])
 
     async def _apply_queued(self) -> None:
-        """Apply the queued mutate frames in order: consecutive frames together, up to
-        MAX_BATCH mutations (a larger frame alone, refused by :func:`mutations.apply`);
-        a refusal queued behind them (``rate_limited``) goes out after their acks."""
-        while self.mutating and not self.closing:
-            first = self.mutating.popleft()
-            if isinstance(first, dict):
-                self.push_frame(first)  # a refusal queued behind earlier frames
-                continue
-            group, size = [first], len(first.mutations)
-            while self.mutating:
-                after = self.mutating[0]
-                if isinstance(after, dict) or size + len(after.mutations) > conf.MAX_BATCH:
-                    break
-                self.mutating.popleft()
-                group.append(after)
-                size += len(after.mutations)
-            await self._apply_group(group)
+        """Answer the queued mutate frames in order, as the takers (:meth:`_take`) apply
+        them. While a taker applies a batch in the worker thread, the next one waits
+        behind it there: the thread goes on to the frames that came meanwhile as soon as
+        the batch is done, while this task sends its answers."""
+        while self.takers:
+            await asyncio.wait([self.takers[0]])
+            self.takers.popleft()
+            while self.answered:
+                self.push_frame(self.answered.popleft())
             if self.mutated is not None:
                 self.mutated.set()
+            if self.mutating and not self.closing and len(self.takers) < 2:
+                self.takers.append(self.spawn(database_sync_to_async(self._take)()))
         # Frames still queued when the connection closes are not applied: their ids are
         # retried on the next connection (idempotency keys).
         self.mutating = None
         if self.mutated is not None:
             self.mutated.set()
 
-    async def _apply_group(self, group: list[MutateFrame]) -> None:
-        """One :func:`mutations.apply` for the frames of ``group``, an ``ack`` each."""
+    def _take(self) -> None:
+        """In the worker thread: take the frames queued now, consecutive mutate frames
+        together up to MAX_BATCH mutations (a larger frame alone, refused by
+        :func:`mutations.apply`), apply them, and queue their answers; a refusal queued
+        behind them (``rate_limited``) is answered after them. Takers take in turn."""
+        with self.taking:
+            queue = self.mutating
+            while queue and not self.closing:
+                first = queue.popleft()
+                if isinstance(first, dict):
+                    self.answered.append(first)  # a refusal queued behind earlier frames
+                    continue
+                group, size = [first], len(first.mutations)
+                while queue:
+                    after = queue[0]
+                    if isinstance(after, dict) or size + len(after.mutations) > conf.MAX_BATCH:
+                        break
+                    queue.popleft()
+                    group.append(after)
+                    size += len(after.mutations)
+                self.answered.extend(self._apply_group(group))
+                return
+
+    def _apply_group(self, group: list[MutateFrame]) -> list[dict[str, Any]]:
+        """One :func:`mutations.apply` for the frames of ``group``; an answer each."""
         batch = [mutation for frame in group for mutation in frame.mutations]
         try:
-            results = await database_sync_to_async(mutations.apply)(
-                batch, user=self.user, client_id=self.client_id, source="ws"
-            )
+            results = mutations.apply(batch, user=self.user, client_id=self.client_id, source="ws")
         except PayloadTooLarge as exc:
-            for frame in group:
-                self.push_error(exc.error_code, exc.message, frame.ref)
-            return
+            return [error_frame(exc.error_code, exc.message, frame.ref) for frame in group]
         except Exception:
             # A bug or a database failure fails these frames, not the connection.
             logger.exception("Could not apply %s mutate frame(s)", len(group))
-            for frame in group:
-                self.push_error(
-                    "internal_error", "The server failed to handle this frame.", frame.ref
-                )
-            return
+            return [
+                error_frame("internal_error", "The server failed to handle this frame.", frame.ref)
+                for frame in group
+            ]
+        answers: list[dict[str, Any]] = []
         start = 0
         for frame in group:
             end = start + len(frame.mutations)
             ack: dict[str, Any] = {"type": "ack", "results": results[start:end]}
             if frame.ref is not None:
                 ack["ref"] = frame.ref
-            self.push_frame(ack)
+            answers.append(ack)
             start = end
+        return answers
 
     async def _resume_reading(self) -> None:
         try:

@@ -16,6 +16,7 @@ from syncapp.consumers import MUTATE_QUEUE, SyncConsumer
 from syncapp.hub import current_hub
 from syncapp.models import Op
 from tests.helpers import board_create
+from tests.testapp.models import Board
 from tests.ws import Client, adb
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("hub_closed")]
@@ -51,6 +52,16 @@ async def connected(user: Any) -> tuple[Client, SyncConsumer]:
     return client, consumer
 
 
+async def applying(spy: GatedApply) -> None:
+    """Wait until the first batch is being applied (and waits for the gate): the frames
+    sent after this queue up behind it."""
+    for _ in range(500):
+        if spy.sizes:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the first batch was never applied")
+
+
 async def queued(consumer: SyncConsumer, count: int) -> None:
     """Wait until ``count`` frames wait behind the batch being applied."""
     for _ in range(500):
@@ -66,7 +77,10 @@ async def test_frames_that_arrive_meanwhile_are_applied_together_and_acked_each(
     sent = [board_create(f"b{i}") for i in range(6)]
     for i, mutation in enumerate(sent):
         await client.send({"type": "mutate", "ref": f"m{i}", "mutations": [mutation]})
+        if i == 0:
+            await applying(spy)
     await queued(consumer, 5)
+    assert len(consumer.takers) == 2  # the next taker already waits in the worker thread
     spy.gate.set()
     acks = [await client.receive_type("ack") for _ in range(6)]
     assert [ack["ref"] for ack in acks] == [f"m{i}" for i in range(6)]
@@ -92,6 +106,8 @@ async def test_a_batch_never_exceeds_max_batch_and_a_frame_too_large_is_refused_
         ]
         for i, batch in enumerate(frames):
             await client.send({"type": "mutate", "ref": i, "mutations": batch})
+            if i == 0:
+                await applying(spy)
         await queued(consumer, 4)
         spy.gate.set()
         answers = [await client.receive() for _ in range(5)]
@@ -110,6 +126,7 @@ async def test_a_failed_batch_fails_its_frames_and_the_connection_goes_on(user, 
     spy = GatedApply(monkeypatch, fail=True)
     client, consumer = await connected(user)
     await client.send({"type": "mutate", "ref": "ok", "mutations": [board_create("ok")]})
+    await applying(spy)
     for ref in ("x", "y"):
         await client.send({"type": "mutate", "ref": ref, "mutations": [board_create(ref)]})
     await queued(consumer, 2)
@@ -145,6 +162,8 @@ async def test_a_client_that_queues_too_many_frames_is_not_read_until_they_go(us
     count = MUTATE_QUEUE + 4
     for i in range(count):
         await client.send({"type": "mutate", "ref": i, "mutations": [board_create(f"q{i}")]})
+        if i == 0:
+            await applying(spy)
     await queued(consumer, MUTATE_QUEUE + 1)
     await asyncio.sleep(0.2)
     # One frame in flight, MUTATE_QUEUE + 1 waiting (the last one's receive waits): the
@@ -155,3 +174,27 @@ async def test_a_client_that_queues_too_many_frames_is_not_read_until_they_go(us
     acks = [await client.receive_type("ack") for _ in range(count)]
     assert [ack["ref"] for ack in acks] == list(range(count))
     assert sum(spy.sizes) == count
+
+
+async def test_frames_still_queued_when_the_connection_closes_are_not_applied(user, monkeypatch):
+    """The batch being applied when the connection closes commits; the frames queued
+    behind it are not applied (the client retries their ids on its next connection): the
+    taker waiting for the worker thread goes with the connection's tasks, and a taker
+    takes nothing once the connection is closing."""
+    spy = GatedApply(monkeypatch)
+    client, consumer = await connected(user)
+    await client.send({"type": "mutate", "ref": 0, "mutations": [board_create("first")]})
+    await applying(spy)
+    for i in range(1, 4):
+        await client.send({"type": "mutate", "ref": i, "mutations": [board_create(f"late{i}")]})
+    await queued(consumer, 3)
+    await client.close()
+    spy.gate.set()
+    for _ in range(500):
+        if not consumer.takers:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)  # time for a taker that would wrongly take them
+    assert spy.sizes == [1]
+    names = await adb(lambda: sorted(Board.objects.values_list("name", flat=True)))()
+    assert names == ["first"]
