@@ -14,6 +14,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -275,6 +276,20 @@ def _writable_directly(protocol: Any, transport: Any) -> bool:
     )
 
 
+@dataclass(slots=True, eq=False)
+class MutateQueue:
+    """A connection's mutate frames while it has any: the queue, the takers that apply
+    them in the worker thread (at most two: one applying, one waiting behind it), their
+    answers in order, and the mutator task that sends those."""
+
+    frames: deque[MutateFrame | dict[str, Any]] = field(default_factory=deque)
+    takers: list[asyncio.Task[None]] = field(default_factory=list)
+    answered: deque[dict[str, Any]] = field(default_factory=deque)
+    taking: threading.Lock = field(default_factory=threading.Lock)
+    mutated: asyncio.Event = field(default_factory=asyncio.Event)  # a taker is done
+    mutator: asyncio.Task[None] | None = None
+
+
 def error_frame(code: str, message: str, ref: Ref | None = None, **extra: Any) -> dict[str, Any]:
     frame: dict[str, Any] = {"type": "error", "code": code, "message": message, **extra}
     if ref is not None:
@@ -352,15 +367,9 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         # idle connection holds no task (docs/benchmarks.md, memory).
         self.writer: asyncio.Task[None] | None = None
         self.mutation_bucket = TokenBucket(conf.MUTATION_RATE, conf.MUTATION_BURST, self.hub.timer)
-        # Mutate frames waiting for the mutator task (both made by the first mutate frame),
-        # its takers (at most two: one applying, one waiting for the worker thread) and
-        # what they applied, in order.
-        self.mutating: deque[MutateFrame | dict[str, Any]] | None = None
-        self.mutator: asyncio.Task[None] | None = None
-        self.mutated: asyncio.Event | None = None
-        self.takers: deque[asyncio.Task[None]] = deque()
-        self.answered: deque[dict[str, Any]] = deque()
-        self.taking = threading.Lock()
+        # Mutate frames while there are any (made by the first, dropped once all are
+        # answered: an idle connection holds none of it).
+        self.mutating: MutateQueue | None = None
         self.presence_bucket = TokenBucket(
             conf.PRESENCE_MAX_RATE, conf.PRESENCE_BURST, self.hub.timer
         )
@@ -813,8 +822,8 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             }
             if frame.ref is not None:
                 refusal["ref"] = frame.ref
-            if self.mutating is not None and self.mutator is not None and not self.mutator.done():
-                self.mutating.append(refusal)  # after the acks of the frames before it
+            if self.mutating is not None:
+                self.mutating.frames.append(refusal)  # after the acks of the frames before it
             else:
                 self.push_frame(refusal)
             return
@@ -822,57 +831,53 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         # frames that arrive while a batch is applied are applied together (group commit
         # across frames, each still acked on its own, in order); answered by its mutator.
         # A client that queues more than MUTATE_QUEUE frames waits.
-        if self.mutating is None:
-            self.mutating = deque()
-        self.mutating.append(frame)
-        if len(self.takers) < 2:
-            self.takers.append(self.spawn(database_sync_to_async(self._take)()))
-        if self.mutator is None or self.mutator.done():
-            self.mutator = self.spawn(self._apply_queued())
-        while self.mutating is not None and len(self.mutating) > MUTATE_QUEUE:
-            if self.mutated is None:
-                self.mutated = asyncio.Event()
-            self.mutated.clear()
-            await self.mutated.wait()
+        state = self.mutating
+        if state is None:
+            state = self.mutating = MutateQueue()
+            state.mutator = self.spawn(self._apply_queued(state))
+        state.frames.append(frame)
+        if len(state.takers) < 2:
+            state.takers.append(self.spawn(database_sync_to_async(self._take)(state)))
+        while state is self.mutating and len(state.frames) > MUTATE_QUEUE:
+            state.mutated.clear()
+            await state.mutated.wait()
 
     async def _after_mutations(self) -> None:
         """Wait until the mutate frames before this one are answered: answers keep the
         order of the frames (only consecutive mutate frames are applied together)."""
-        mutator = self.mutator
-        if mutator is not None and not mutator.done():
-            await asyncio.wait([mutator])
+        state = self.mutating
+        if state is not None and state.mutator is not None and not state.mutator.done():
+            await asyncio.wait([state.mutator])
 
-    async def _apply_queued(self) -> None:
+    async def _apply_queued(self, state: MutateQueue) -> None:
         """Answer the queued mutate frames in order, as the takers (:meth:`_take`) apply
         them. While a taker applies a batch in the worker thread, the next one waits
         behind it there: the thread goes on to the frames that came meanwhile as soon as
         the batch is done, while this task sends its answers."""
-        while self.takers:
-            await asyncio.wait([self.takers[0]])
-            self.takers.popleft()
-            while self.answered:
-                self.push_frame(self.answered.popleft())
-            if self.mutated is not None:
-                self.mutated.set()
-            if self.mutating and not self.closing and len(self.takers) < 2:
-                self.takers.append(self.spawn(database_sync_to_async(self._take)()))
+        while state.takers:
+            await asyncio.wait([state.takers[0]])
+            del state.takers[0]
+            while state.answered:
+                self.push_frame(state.answered.popleft())
+            state.mutated.set()
+            if state.frames and not self.closing and len(state.takers) < 2:
+                state.takers.append(self.spawn(database_sync_to_async(self._take)(state)))
         # Frames still queued when the connection closes are not applied: their ids are
         # retried on the next connection (idempotency keys).
         self.mutating = None
-        if self.mutated is not None:
-            self.mutated.set()
+        state.mutated.set()
 
-    def _take(self) -> None:
+    def _take(self, state: MutateQueue) -> None:
         """In the worker thread: take the frames queued now, consecutive mutate frames
         together up to MAX_BATCH mutations (a larger frame alone, refused by
         :func:`mutations.apply`), apply them, and queue their answers; a refusal queued
         behind them (``rate_limited``) is answered after them. Takers take in turn."""
-        with self.taking:
-            queue = self.mutating
+        with state.taking:
+            queue = state.frames
             while queue and not self.closing:
                 first = queue.popleft()
                 if isinstance(first, dict):
-                    self.answered.append(first)  # a refusal queued behind earlier frames
+                    state.answered.append(first)  # a refusal queued behind earlier frames
                     continue
                 group, size = [first], len(first.mutations)
                 while queue:
@@ -882,7 +887,7 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                     queue.popleft()
                     group.append(after)
                     size += len(after.mutations)
-                self.answered.extend(self._apply_group(group))
+                state.answered.extend(self._apply_group(group))
                 return
 
     def _apply_group(self, group: list[MutateFrame]) -> list[dict[str, Any]]:
