@@ -291,6 +291,8 @@ class MutateQueue:
 
 
 def error_frame(code: str, message: str, ref: Ref | None = None, **extra: Any) -> dict[str, Any]:
+    """An ``error`` frame: its code and message, what else it carries, and the ``ref`` of
+    the frame it answers."""
     frame: dict[str, Any] = {"type": "error", "code": code, "message": message, **extra}
     if ref is not None:
         frame["ref"] = ref
@@ -432,10 +434,8 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         # daphne answers a refused handshake with a bare 403, which clients must take as
         # final (a foreign Origin): accept, say why, close with a code worth a retry.
         await self.accept()
-        frame = {"type": "error", "code": code, "message": message}
-        await self.send(
-            text_data=encoding.dumps({**frame, "retry_after_ms": CAP_RETRY_AFTER * 1000})
-        )
+        frame = error_frame(code, message, retry_after_ms=CAP_RETRY_AFTER * 1000)
+        await self.send(text_data=encoding.dumps(frame))
         await self.close(close_code, message[:120])
 
     async def _release_slots(self) -> None:
@@ -814,14 +814,12 @@ class SyncConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def mutate(self, frame: MutateFrame) -> None:
         wait = self.mutation_bucket.take() or await limits.atake("mutate", self.ident)
         if wait:
-            refusal: dict[str, Any] = {
-                "type": "error",
-                "code": "rate_limited",
-                "message": "Too many mutate frames; retry later with the same ids.",
-                "retry_after_ms": int(wait * 1000) + 1,
-            }
-            if frame.ref is not None:
-                refusal["ref"] = frame.ref
+            refusal = error_frame(
+                "rate_limited",
+                "Too many mutate frames; retry later with the same ids.",
+                frame.ref,
+                retry_after_ms=int(wait * 1000) + 1,
+            )
             if self.mutating is not None:
                 self.mutating.frames.append(refusal)  # after the acks of the frames before it
             else:
